@@ -1,0 +1,103 @@
+"""The one settings object. Every value can come from the environment (prefix ``JUNE_``)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "june"
+
+
+class Settings(BaseSettings):
+    """June's configuration. Defaults run the embedded stack on loopback."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JUNE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- orchestrator HTTP server -------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the orchestrator binds to.")
+    port: int = Field(8080, ge=1, le=65535, description="Orchestrator HTTP port.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_request_bytes: int = Field(
+        5 * 1024 * 1024, gt=0, description="Largest request body accepted; larger gets 413."
+    )
+
+    # --- state on disk ------------------------------------------------------------------
+    data_dir: Path = Field(REPO_ROOT / "var", description="Embedded Postgres data and logs.")
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Exported-model cache, keyed by source digest and exporter version.",
+    )
+
+    # --- database -----------------------------------------------------------------------
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "JUNE_DATABASE_URL"),
+        description="External Postgres with pgvector. Unset: embedded Postgres in data_dir.",
+    )
+
+    # --- Triton -------------------------------------------------------------------------
+    model_repository: Path = Field(
+        REPO_ROOT / "build" / "model_repository",
+        description="The built (filled) model repository that tritonserver loads.",
+    )
+    profile: Literal["cpu", "gpu"] = "cpu"
+    triton_host: str = "127.0.0.1"
+    triton_http_port: int = Field(8000, ge=1, le=65535)
+    triton_grpc_port: int = Field(8001, ge=1, le=65535)
+    triton_metrics_port: int = Field(8002, ge=1, le=65535)
+    triton_start_timeout_s: float = Field(180.0, gt=0)
+    triton_request_timeout_s: float = Field(30.0, gt=0)
+
+    # --- retrieval ----------------------------------------------------------------------
+    embed_model: str = "embed"
+    embed_dim: int = 384
+    embed_batch_size: int = Field(32, ge=1, le=64)
+    chunk_max_words: int = Field(
+        120, ge=8, description="Words per chunk (MiniLM reads 256 tokens)."
+    )
+    chunk_overlap_words: int = Field(20, ge=0)
+    max_document_chars: int = Field(1_000_000, gt=0)
+    max_top_k: int = Field(50, ge=1)
+
+    # --- Telegram -----------------------------------------------------------------------
+    telegram_bot_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "JUNE_TELEGRAM_BOT_TOKEN")
+    )
+
+    @field_validator("chunk_overlap_words")
+    @classmethod
+    def _overlap_below_chunk(cls, v: int, info: object) -> int:
+        data = getattr(info, "data", {})
+        if "chunk_max_words" in data and v >= data["chunk_max_words"]:
+            raise ValueError("chunk_overlap_words must be smaller than chunk_max_words")
+        return v
+
+    @property
+    def triton_grpc_url(self) -> str:
+        return f"{self.triton_host}:{self.triton_grpc_port}"
+
+    @property
+    def triton_http_url(self) -> str:
+        return f"http://{self.triton_host}:{self.triton_http_port}"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
