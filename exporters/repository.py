@@ -1,0 +1,276 @@
+"""Build a runnable Triton model repository from the templates in ``model_repository/``.
+
+The templates hold ``config.pbtxt`` files with ``${var}`` placeholders and python-backend
+code. A build picks a profile (``cpu``: ONNX Runtime inside the Python backend; ``gpu``: the
+NGC Triton images' native backends), exports or fetches from cache every artifact, fills the
+templates, refuses any placeholder left unfilled, and writes ``manifest.json``: which weights
+and which exporter version produced each model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import string
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from google.protobuf import text_format
+from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+from exporters.common import ExportError, ExportInfo
+from exporters.embedder import export_embedder
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "model_repository"
+COMMON_BACKEND_DIR = TEMPLATES / "common"
+MANIFEST = "manifest.json"
+
+Profile = Literal["cpu", "gpu"]
+
+
+class RepositoryError(RuntimeError):
+    """The repository could not be built; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model folder of the repository."""
+
+    name: str
+    export: str | None = None  # name of the export whose artifacts it needs
+    artifacts: dict[str, str] = field(default_factory=dict)  # export file -> version-dir file
+    python_backend: dict[Profile, bool] = field(default_factory=lambda: {"cpu": True, "gpu": True})
+
+
+# The pipelines, in the order data flows through them.
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("embed", python_backend={"cpu": False, "gpu": False}),
+    ModelSpec("embed_tokenizer", export="embedder", artifacts={"tokenizer.json": "tokenizer.json"}),
+    ModelSpec(
+        "embed_encoder",
+        export="embedder",
+        artifacts={"model.onnx": "model.onnx"},
+        python_backend={"cpu": True, "gpu": False},
+    ),
+)
+
+PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
+    "cpu": {
+        "max_batch_size": "64",
+        "max_queue_delay_us": "2000",
+        "instance_count": "1",
+        "intra_op_threads": "0",
+    },
+    "gpu": {
+        "max_batch_size": "64",
+        "max_queue_delay_us": "1000",
+        "instance_count": "1",
+        "intra_op_threads": "0",
+    },
+}
+
+
+@dataclass
+class Exports:
+    """Resolves each export the profile needs, once, via the exporter cache."""
+
+    cache_dir: Path
+    sources: dict[str, str | None] = field(default_factory=dict)
+    _done: dict[str, Path] = field(default_factory=dict)
+
+    def get(self, name: str) -> Path:
+        if name not in self._done:
+            exporter = EXPORTERS.get(name)
+            if exporter is None:
+                raise RepositoryError(f"no exporter named {name!r}")
+            self._done[name] = exporter(self.sources.get(name), cache_dir=self.cache_dir)
+        return self._done[name]
+
+
+EXPORTERS: dict[str, Callable[..., Path]] = {"embedder": export_embedder}
+
+
+def template_vars(profile: Profile, exports: Exports) -> dict[str, str]:
+    """Every ``${var}`` value for a profile; model facts come from the exports' metadata."""
+    embed = ExportInfo.read(exports.get("embedder")).extra
+    values = dict(PROFILE_DEFAULTS[profile])
+    values.update(embed_dim=str(embed["dim"]), max_seq_length=str(embed["max_seq_length"]))
+    return values
+
+
+def fill(text: str, values: dict[str, str], *, where: str) -> str:
+    """Substitute ``${var}``; a placeholder with no value is an error, not a silent leftover."""
+    try:
+        filled = string.Template(text).substitute(values)
+    except KeyError as exc:
+        raise RepositoryError(f"{where}: no value for placeholder ${{{exc.args[0]}}}") from exc
+    except ValueError as exc:
+        raise RepositoryError(f"{where}: malformed placeholder ({exc})") from exc
+    return filled
+
+
+def find_unfilled(root: Path) -> list[str]:
+    """``file: placeholder`` for every ``${...}`` left in the built configs."""
+    leftovers = []
+    for path in root.rglob("config.pbtxt"):
+        for match in re.finditer(r"\$\{[^}]*\}", path.read_text()):
+            leftovers.append(f"{path.relative_to(root)}: {match.group(0)}")
+    return leftovers
+
+
+def load_config(path: Path) -> ModelConfig:
+    """Parse a filled ``config.pbtxt`` with Triton's own protobuf schema."""
+    try:
+        return text_format.Parse(path.read_text(), ModelConfig())
+    except text_format.ParseError as exc:
+        raise RepositoryError(f"{path}: not a valid Triton model config: {exc}") from exc
+
+
+def validate_repository(root: Path) -> dict[str, ModelConfig]:
+    """Every config parses, names its folder, and every ensemble step maps real tensors."""
+    configs: dict[str, ModelConfig] = {}
+    for path in sorted(root.glob("*/config.pbtxt")):
+        config = load_config(path)
+        if config.name != path.parent.name:
+            raise RepositoryError(f"{path}: name {config.name!r} differs from its folder")
+        configs[config.name] = config
+    for config in configs.values():
+        if config.platform != "ensemble":
+            continue
+        produced = {t.name for t in config.input}
+        for step in config.ensemble_scheduling.step:
+            model = configs.get(step.model_name)
+            if model is None:
+                raise RepositoryError(f"ensemble {config.name!r}: no model {step.model_name!r}")
+            inputs = {t.name for t in model.input}
+            outputs = {t.name for t in model.output}
+            for key, value in step.input_map.items():
+                if key not in inputs:
+                    raise RepositoryError(
+                        f"ensemble {config.name!r}: {step.model_name!r} has no input {key!r}"
+                    )
+                if value not in produced:
+                    raise RepositoryError(
+                        f"ensemble {config.name!r}: tensor {value!r} is used before it is made"
+                    )
+            for key, value in step.output_map.items():
+                if key not in outputs:
+                    raise RepositoryError(
+                        f"ensemble {config.name!r}: {step.model_name!r} has no output {key!r}"
+                    )
+                produced.add(value)
+        missing = {t.name for t in config.output} - produced
+        if missing:
+            raise RepositoryError(f"ensemble {config.name!r}: outputs never produced: {missing}")
+    return configs
+
+
+def _config_template(model_dir: Path, profile: Profile) -> Path:
+    specific = model_dir / f"config.{profile}.pbtxt"
+    return specific if specific.is_file() else model_dir / "config.pbtxt"
+
+
+def build_repository(
+    *,
+    profile: Profile,
+    out: Path,
+    cache_dir: Path,
+    sources: dict[str, str | None] | None = None,
+    templates: Path = TEMPLATES,
+    models: tuple[ModelSpec, ...] = MODELS,
+) -> Path:
+    """Build the repository for ``profile`` into ``out`` (replaced atomically)."""
+    if profile not in PROFILE_DEFAULTS:
+        raise RepositoryError(
+            f"unknown profile {profile!r}; choose one of {list(PROFILE_DEFAULTS)}"
+        )
+    exports = Exports(cache_dir=cache_dir, sources=dict(sources or {}))
+    try:
+        values = template_vars(profile, exports)
+    except ExportError as exc:
+        raise RepositoryError(str(exc)) from exc
+
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".repo-", dir=out.parent))
+    manifest: dict[str, object] = {"profile": profile, "built_at": time.time(), "models": {}}
+    try:
+        for spec in models:
+            entry = _build_model(spec, profile, staging, templates, values, exports)
+            manifest["models"][spec.name] = entry  # type: ignore[index]
+        leftovers = find_unfilled(staging)
+        if leftovers:
+            raise RepositoryError("unfilled placeholders: " + "; ".join(leftovers))
+        validate_repository(staging)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    log.info("built %s repository with %d models at %s", profile, len(models), out)
+    return out
+
+
+def _build_model(
+    spec: ModelSpec,
+    profile: Profile,
+    staging: Path,
+    templates: Path,
+    values: dict[str, str],
+    exports: Exports,
+) -> dict[str, object]:
+    src = templates / spec.name
+    if not src.is_dir():
+        raise RepositoryError(f"template folder {src} is missing")
+    dst = staging / spec.name
+    version_dir = dst / "1"
+    version_dir.mkdir(parents=True)
+    template = _config_template(src, profile)
+    (dst / "config.pbtxt").write_text(
+        fill(template.read_text(), values, where=str(template.relative_to(templates)))
+    )
+
+    if spec.python_backend[profile]:
+        for code in sorted((src / "1").glob("*.py")):
+            shutil.copy2(code, version_dir / code.name)
+        for code in sorted(COMMON_BACKEND_DIR.glob("*.py")):
+            shutil.copy2(code, version_dir / code.name)
+
+    entry: dict[str, object] = {"template": str(template.relative_to(templates))}
+    if spec.export:
+        export_dir = exports.get(spec.export)
+        info = ExportInfo.read(export_dir)
+        for src_name, dst_name in spec.artifacts.items():
+            artifact = export_dir / src_name
+            if not artifact.is_file():
+                raise RepositoryError(f"export {spec.export!r} has no {src_name} ({export_dir})")
+            _link_or_copy(artifact, version_dir / dst_name)
+        entry.update(
+            export=spec.export,
+            source=info.source,
+            source_digest=info.source_digest,
+            exporter_version=info.exporter_version,
+            export_options=info.options,
+            artifacts={n: info.artifacts.get(n) for n in spec.artifacts},
+            export_dir=str(export_dir),
+        )
+    return entry
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link a cached artifact when on the same filesystem, else copy it."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,76 @@
+"""Helpers shared by June's Python-backend models (copied beside each model.py at build).
+
+Nothing here imports ``triton_python_backend_utils``: the glue in each model.py does, and
+passes plain values in, so this module is unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def parse_model_config(raw: str | Mapping[str, Any]) -> dict[str, Any]:
+    """The model's config as Triton hands it to ``initialize`` (a JSON string)."""
+    return dict(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+def string_parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
+    """``parameters { key: ... value: { string_value: ... } }`` as a plain dict."""
+    params = model_config.get("parameters", {}) or {}
+    return {key: str(value.get("string_value", "")) for key, value in params.items()}
+
+
+def require_parameter(model_config: Mapping[str, Any], key: str) -> str:
+    value = string_parameters(model_config).get(key, "")
+    if not value:
+        raise ValueError(f"model {model_config.get('name')!r}: parameter {key!r} is not set")
+    return value
+
+
+def int_parameter(model_config: Mapping[str, Any], key: str, default: int) -> int:
+    value = string_parameters(model_config).get(key, "")
+    if value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"model {model_config.get('name')!r}: parameter {key!r}={value!r} is not an integer"
+        ) from exc
+
+
+def artifact_path(args: Mapping[str, str], filename: str) -> Path:
+    """Absolute path of ``filename`` in this model's version directory."""
+    path = Path(args["model_repository"]) / str(args["model_version"]) / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"model {args['model_name']!r}: missing artifact {path}")
+    return path
+
+
+def decode_texts(raw: Any) -> list[str]:
+    """Triton BYTES tensor (numpy object array, [batch, 1]) -> Python strings.
+
+    Invalid UTF-8 is replaced rather than raised: the orchestrator validates input, and a
+    model instance must never die on a malformed byte.
+    """
+    texts: list[str] = []
+    for item in raw.reshape(-1):
+        if isinstance(item, bytes | bytearray):
+            texts.append(bytes(item).decode("utf-8", errors="replace"))
+        else:
+            texts.append(str(item))
+    return texts
+
+
+def get_logger(name: str) -> logging.Logger:
+    logger = logging.getLogger(f"june.{name}")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return logger
