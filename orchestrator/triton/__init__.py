@@ -1,0 +1,1 @@
+"""Running Triton (launcher) and talking to it (client)."""
