@@ -1,0 +1,102 @@
+"""Database connections: the embedded Postgres (pgserver) or an external ``DATABASE_URL``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import TracebackType
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseError(RuntimeError):
+    """The database could not be reached or prepared; the message says why."""
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Any ``postgres://`` / ``postgresql://`` URL -> the psycopg 3 driver SQLAlchemy uses."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise DatabaseError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")
+
+
+class EmbeddedPostgres:
+    """PostgreSQL 16 + pgvector from the ``pgserver`` wheel, data kept in ``pgdata``.
+
+    It listens on a Unix socket only (no TCP port at all). The server keeps its data across
+    restarts and is stopped when the last handle in this process is closed.
+    """
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = Path(pgdata)
+        self._server: object | None = None
+
+    def start(self) -> str:
+        import pgserver
+
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        log.info("starting embedded PostgreSQL in %s", self.pgdata)
+        try:
+            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        except Exception as exc:
+            raise DatabaseError(
+                f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}"
+            ) from exc
+        return self.url
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise DatabaseError("embedded PostgreSQL is not started")
+        return self._server.get_uri()  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            log.info("stopping embedded PostgreSQL")
+            self._server.cleanup()  # type: ignore[attr-defined]
+            self._server = None
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def make_sync_engine(url: str) -> Engine:
+    return create_engine(sqlalchemy_url(url), pool_pre_ping=True)
+
+
+def make_async_engine(url: str) -> AsyncEngine:
+    return create_async_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=5)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def check_pgvector(url: str) -> None:
+    """Fail with one line if the server lacks the ``vector`` extension."""
+    engine = make_sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            available = conn.execute(
+                text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+            ).first()
+    except Exception as exc:
+        raise DatabaseError(f"cannot connect to the database: {exc}") from exc
+    finally:
+        engine.dispose()
+    if available is None:
+        raise DatabaseError("the database has no pgvector extension (CREATE EXTENSION vector)")
