@@ -1,0 +1,74 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, Field, field_validator
+
+
+def _clean_text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; other control characters are kept as sent.
+    value = value.replace("\x00", "")
+    if not value.strip():
+        raise ValueError("must contain some non-whitespace text")
+    return value
+
+
+class DocumentIn(BaseModel):
+    title: str = Field(min_length=1, max_length=300, examples=["Office hours"])
+    text: str = Field(min_length=1, description="Plain text; chunked and embedded on ingest.")
+    source: str | None = Field(None, max_length=2000, description="Where the text came from.")
+
+    _clean_title = field_validator("title")(_clean_text)
+    _clean_body = field_validator("text")(_clean_text)
+
+
+class DocumentOut(BaseModel):
+    id: uuid.UUID
+    title: str
+    source: str | None
+    n_chars: int
+    n_chunks: int
+    created_at: datetime
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+    limit: int
+    offset: int
+
+
+class SearchIn(BaseModel):
+    query: str = Field(min_length=1, max_length=2000)
+    top_k: int = Field(5, ge=1, le=50, description="How many passages to return (1-50).")
+    min_score: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Drop passages below this cosine similarity."
+    )
+
+    _clean_query = field_validator("query")(_clean_text)
+
+
+class SearchResult(BaseModel):
+    document_id: uuid.UUID
+    title: str
+    chunk_id: int
+    ordinal: int
+    text: str
+    score: float
+
+
+class SearchOut(BaseModel):
+    query: str
+    results: list[SearchResult]
+
+
+class Health(BaseModel):
+    status: str
+    triton: str
+    database: str
+
+
+class ErrorOut(BaseModel):
+    detail: str | list

@@ -1,0 +1,20 @@
+"""Prometheus metrics, served at ``GET /metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+HTTP_REQUESTS = Counter(
+    "june_http_requests_total", "HTTP requests by route and status.", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "june_http_request_seconds", "HTTP request latency by route.", ["method", "route"]
+)
+TRITON_LATENCY = Histogram(
+    "june_triton_request_seconds", "Latency of Triton inference calls by model.", ["model"]
+)
+TRITON_ERRORS = Counter(
+    "june_triton_errors_total", "Failed Triton calls by model and kind.", ["model", "kind"]
+)
+DOCUMENTS_INGESTED = Counter("june_documents_ingested_total", "Documents ingested.")
+CHUNKS_INGESTED = Counter("june_chunks_ingested_total", "Chunks embedded and stored.")

@@ -1,0 +1,1 @@
+"""Retrieval-augmented generation: chunk, embed (Triton ``embed``), store and search."""

@@ -1,0 +1,152 @@
+"""Documents in PostgreSQL + pgvector: ingest, list, delete, search.
+
+Service functions are keyword-only and take an ``AsyncSession`` and, where embeddings are
+needed, the Triton gateway; the API routes stay thin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orchestrator import metrics
+from orchestrator.db.models import Chunk, Document
+from orchestrator.rag.chunking import chunk_text
+from orchestrator.triton.client import TritonGateway
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    document_id: uuid.UUID
+    title: str
+    chunk_id: int
+    ordinal: int
+    text: str
+    score: float  # cosine similarity, 1 is identical
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    id: uuid.UUID
+    title: str
+    source: str | None
+    n_chars: int
+    n_chunks: int
+    created_at: datetime
+
+
+async def ingest_document(
+    session: AsyncSession,
+    triton: TritonGateway,
+    *,
+    title: str,
+    text_: str,
+    source: str | None = None,
+    max_words: int = 120,
+    overlap_words: int = 20,
+    batch_size: int = 32,
+) -> DocumentSummary:
+    """Chunk, embed through Triton and store a document, all or nothing.
+
+    Embedding happens before anything is written, so a Triton failure stores nothing.
+    """
+    chunks = chunk_text(text_, max_words=max_words, overlap_words=overlap_words)
+    if not chunks:
+        raise ValueError("the document has no text to index")
+    vectors = await triton.embed(chunks, batch_size=batch_size)
+    doc = Document(
+        title=title,
+        source=source,
+        n_chars=len(text_),
+        content_sha256=hashlib.sha256(text_.encode("utf-8")).hexdigest(),
+    )
+    doc.chunks = [
+        Chunk(ordinal=i, text=chunk, embedding=vec.tolist())
+        for i, (chunk, vec) in enumerate(zip(chunks, vectors, strict=True))
+    ]
+    session.add(doc)
+    await session.commit()
+    metrics.DOCUMENTS_INGESTED.inc()
+    metrics.CHUNKS_INGESTED.inc(len(chunks))
+    return DocumentSummary(
+        id=doc.id,
+        title=doc.title,
+        source=doc.source,
+        n_chars=doc.n_chars,
+        n_chunks=len(chunks),
+        created_at=doc.created_at,
+    )
+
+
+async def list_documents(
+    session: AsyncSession, *, limit: int = 50, offset: int = 0
+) -> list[DocumentSummary]:
+    n_chunks = (
+        select(func.count(Chunk.id)).where(Chunk.document_id == Document.id).scalar_subquery()
+    )
+    rows = await session.execute(
+        select(Document, n_chunks)
+        .order_by(Document.created_at.desc(), Document.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [
+        DocumentSummary(
+            id=d.id,
+            title=d.title,
+            source=d.source,
+            n_chars=d.n_chars,
+            n_chunks=int(n),
+            created_at=d.created_at,
+        )
+        for d, n in rows.all()
+    ]
+
+
+async def delete_document(session: AsyncSession, *, document_id: uuid.UUID) -> bool:
+    """Delete a document and its chunks; False if it did not exist."""
+    result = await session.execute(delete(Document).where(Document.id == document_id))
+    await session.commit()
+    return bool(result.rowcount)
+
+
+async def search(
+    session: AsyncSession,
+    triton: TritonGateway,
+    *,
+    query: str,
+    top_k: int = 5,
+    min_score: float | None = None,
+) -> list[SearchHit]:
+    """The ``top_k`` chunks closest to ``query`` by cosine similarity (HNSW index)."""
+    vector = (await triton.embed([query]))[0].tolist()
+    distance = Chunk.embedding.cosine_distance(vector)
+    # HNSW returns at most ef_search candidates; keep it above top_k.
+    await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, int(top_k) * 2)}"))
+    stmt = (
+        select(Chunk, Document.title, distance.label("distance"))
+        .join(Document, Document.id == Chunk.document_id)
+        .order_by(distance)
+        .limit(top_k)
+    )
+    rows = (await session.execute(stmt)).all()
+    await session.commit()
+    hits = [
+        SearchHit(
+            document_id=chunk.document_id,
+            title=title,
+            chunk_id=chunk.id,
+            ordinal=chunk.ordinal,
+            text=chunk.text,
+            score=1.0 - float(dist),
+        )
+        for chunk, title, dist in rows
+    ]
+    if min_score is not None:
+        hits = [h for h in hits if h.score >= min_score]
+    return hits

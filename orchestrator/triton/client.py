@@ -1,0 +1,102 @@
+"""The orchestrator's async gRPC client for Triton's models."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from orchestrator import metrics
+
+log = logging.getLogger(__name__)
+
+# Reconnect quickly after Triton restarts (gRPC's default backoff grows to minutes).
+_CHANNEL_ARGS = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+class TritonUnavailable(RuntimeError):
+    """Triton cannot be reached or the model is not ready (HTTP 503)."""
+
+
+class TritonInferenceError(RuntimeError):
+    """Triton answered, but the model failed the request (HTTP 502)."""
+
+
+def _is_unavailable(exc: InferenceServerException) -> bool:
+    status = (exc.status() or "").upper()
+    unavailable = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
+    return any(s in status for s in unavailable) or "not ready" in (exc.message() or "").lower()
+
+
+class TritonGateway:
+    """Typed calls to June's Triton models, with metrics and clear errors."""
+
+    def __init__(self, url: str, *, timeout_s: float = 30.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._client = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ready(self, models: tuple[str, ...] = ()) -> bool:
+        """True when the server is live and every model in ``models`` is ready."""
+        try:
+            if not await self._client.is_server_ready(client_timeout=2.0):
+                return False
+            for model in models:
+                if not await self._client.is_model_ready(model, client_timeout=2.0):
+                    return False
+        except (InferenceServerException, grpc.RpcError, OSError):
+            return False
+        return True
+
+    async def _infer(
+        self, model: str, inputs: list[grpcclient.InferInput], outputs: list[str]
+    ) -> grpcclient.InferResult:
+        start = time.perf_counter()
+        try:
+            result = await self._client.infer(
+                model,
+                inputs,
+                outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
+                client_timeout=self.timeout_s,
+            )
+        except InferenceServerException as exc:
+            kind = "unavailable" if _is_unavailable(exc) else "inference"
+            metrics.TRITON_ERRORS.labels(model=model, kind=kind).inc()
+            if kind == "unavailable":
+                raise TritonUnavailable(f"Triton model {model!r} is unavailable") from exc
+            raise TritonInferenceError(f"Triton model {model!r} failed: {exc.message()}") from exc
+        except (grpc.RpcError, OSError) as exc:
+            metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
+            raise TritonUnavailable(f"Triton at {self.url} is unreachable") from exc
+        finally:
+            metrics.TRITON_LATENCY.labels(model=model).observe(time.perf_counter() - start)
+        return result
+
+    async def embed(
+        self, texts: list[str], *, model: str = "embed", batch_size: int = 32
+    ) -> np.ndarray:
+        """L2-normalised embeddings, ``[len(texts), dim]`` float32."""
+        parts: list[np.ndarray] = []
+        for i in range(0, len(texts), batch_size):
+            batch = texts[i : i + batch_size]
+            data = np.array([[t.encode("utf-8")] for t in batch], dtype=np.object_)
+            tensor = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+            tensor.set_data_from_numpy(data)
+            result = await self._infer(model, [tensor], ["EMBEDDING"])
+            parts.append(result.as_numpy("EMBEDDING"))
+        if not parts:
+            return np.zeros((0, 0), np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)
