@@ -1,0 +1,219 @@
+"""``june bench perf <model>``: Triton's perf_analyzer against the running server.
+
+Uses the ``perf_analyzer`` binary shipped in the ``tritonclient==2.50.0`` wheel (installed
+into the venv's ``bin/``). It needs ``libcudart.so.12`` (from ``nvidia-cuda-runtime-cu12``)
+and Debian's ``libb64-0d`` even on CPU. Input data is real: sentences for ``embed``. Each
+concurrency level is one perf_analyzer run; the CSVs are merged under
+``benchmarks/results/`` and a table of throughput and latency is printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes.util
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+log = logging.getLogger("june.bench")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+perf_app = typer.Typer(
+    help="Benchmarks (perf_analyzer against the running Triton).", no_args_is_help=True
+)
+
+SENTENCES = [
+    "What time does the pharmacy on Main Street open on Sundays?",
+    "Remind me to call my sister after the meeting.",
+    "The quarterly report shows revenue grew by twelve percent.",
+    "How do I reset the router if the lights keep blinking orange?",
+    "Our team offsite is planned for the second week of March in Lisbon.",
+    "Please summarise the attached contract in three sentences.",
+    "Is it going to rain tomorrow afternoon?",
+    "The recipe needs two cups of flour, one egg and a pinch of salt.",
+]
+
+
+class PerfError(RuntimeError):
+    pass
+
+
+def _embed_data() -> dict:
+    return {"data": [{"TEXT": {"content": [s], "shape": [1]}} for s in SENTENCES]}
+
+
+# Model name -> builder of perf_analyzer's --input-data JSON (real inputs, not random bytes).
+INPUT_DATA: dict[str, Callable[[], dict]] = {"embed": _embed_data}
+
+
+def find_perf_analyzer() -> Path:
+    candidate = Path(sys.executable).parent / "perf_analyzer"
+    found = candidate if candidate.is_file() else shutil.which("perf_analyzer")
+    if not found:
+        raise PerfError("perf_analyzer not found: pip install tritonclient[grpc]==2.50.0")
+    return Path(found)
+
+
+def perf_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    libs = []
+    spec = importlib.util.find_spec("nvidia.cuda_runtime")
+    if spec and spec.submodule_search_locations:
+        libs.append(str(Path(next(iter(spec.submodule_search_locations))) / "lib"))
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    return env
+
+
+def check_runtime_libraries() -> None:
+    if ctypes.util.find_library("b64") is None:
+        raise PerfError("perf_analyzer needs Debian's libb64-0d: apt-get install libb64-0d")
+
+
+def perf_command(
+    binary: Path,
+    *,
+    model: str,
+    url: str,
+    concurrency: int,
+    input_data: Path,
+    csv_path: Path,
+    measurement_ms: int,
+    streaming: bool = False,
+) -> list[str]:
+    cmd = [
+        str(binary),
+        "-m", model,
+        "-u", url,
+        "-i", "grpc",
+        "--concurrency-range", f"{concurrency}:{concurrency}",
+        "--input-data", str(input_data),
+        "--measurement-interval", str(measurement_ms),
+        "--max-trials", "6",
+        "--stability-percentage", "25",
+        "-f", str(csv_path),
+    ]  # fmt: skip
+    if streaming:
+        cmd.append("--streaming")
+    return cmd
+
+
+def parse_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_perf(
+    model: str,
+    *,
+    url: str,
+    concurrency: list[int],
+    measurement_ms: int = 3000,
+    results_dir: Path = RESULTS,
+    timeout_s: float = 300.0,
+) -> tuple[Path, list[dict[str, str]]]:
+    """Run perf_analyzer once per concurrency level; returns the merged CSV and its rows."""
+    if model not in INPUT_DATA:
+        raise PerfError(f"no input data for model {model!r}; known: {', '.join(INPUT_DATA)}")
+    if not concurrency or any(c < 1 or c > 64 for c in concurrency):
+        raise PerfError("concurrency levels must be between 1 and 64")
+    binary = find_perf_analyzer()
+    check_runtime_libraries()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work = results_dir / f".perf-{model}-{stamp}"
+    work.mkdir()
+    data = work / "input.json"
+    data.write_text(json.dumps(INPUT_DATA[model]()))
+    rows: list[dict[str, str]] = []
+    try:
+        for level in concurrency:
+            csv_path = work / f"c{level}.csv"
+            cmd = perf_command(
+                binary, model=model, url=url, concurrency=level, input_data=data,
+                csv_path=csv_path, measurement_ms=measurement_ms,
+            )  # fmt: skip
+            log.info("perf_analyzer %s at concurrency %d", model, level)
+            proc = subprocess.run(
+                cmd, env=perf_environment(), capture_output=True, text=True, timeout=timeout_s
+            )
+            if proc.returncode != 0 or not csv_path.is_file():
+                lines = (proc.stderr or proc.stdout).strip().splitlines()
+                reason = lines[-1] if lines else f"exit code {proc.returncode}"
+                raise PerfError(f"perf_analyzer failed at concurrency {level}: {reason}")
+            rows.extend(parse_csv(csv_path))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = results_dir / f"perf_{model}_{stamp}.csv"
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out, rows
+
+
+def summary_table(model: str, rows: list[dict[str, str]]) -> Table:
+    table = Table(title=f"perf_analyzer: {model} (gRPC, loopback)")
+    columns = {
+        "p50 ms": "p50 latency",
+        "p90 ms": "p90 latency",
+        "p99 ms": "p99 latency",
+        "queue ms": "Server Queue",
+        "compute ms": "Server Compute Infer",
+    }
+    table.add_column("concurrency", justify="right")
+    table.add_column("infer/s", justify="right")
+    for title in columns:
+        table.add_column(title, justify="right")
+    for row in rows:
+        micros = [float(row.get(key) or 0) / 1000 for key in columns.values()]
+        table.add_row(
+            row["Concurrency"],
+            f"{float(row['Inferences/Second']):.1f}",
+            *(f"{m:.2f}" for m in micros),
+        )
+    return table
+
+
+@perf_app.command("perf")
+def perf_cmd(
+    model: Annotated[str, typer.Argument(help="Model or ensemble name, e.g. embed.")],
+    concurrency: Annotated[str, typer.Option(help="Comma-separated concurrency levels.")] = "1,2,4",
+    measurement_ms: Annotated[int, typer.Option(help="Measurement window per trial (ms).")] = 3000,
+    url: Annotated[
+        str | None, typer.Option(help="Triton gRPC address (default from settings).")
+    ] = None,
+) -> None:
+    """Throughput and latency of MODEL at each concurrency level; CSV under benchmarks/results/."""
+    from orchestrator.config import get_settings
+
+    try:
+        levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    except ValueError:
+        log.error("--concurrency must be comma-separated integers, got %r", concurrency)
+        raise typer.Exit(2) from None
+    try:
+        out, rows = run_perf(
+            model,
+            url=url or get_settings().triton_grpc_url,
+            concurrency=levels,
+            measurement_ms=measurement_ms,
+        )
+    except (PerfError, subprocess.TimeoutExpired) as exc:
+        log.error("%s", exc)
+        raise typer.Exit(1) from exc
+    Console().print(summary_table(model, rows))
+    typer.echo(f"CSV: {out}")

@@ -1,0 +1,87 @@
+"""The whole embedded stack in one process tree: Postgres, Triton, the orchestrator.
+
+Start order follows dependencies (database, then models, then the API); stop order is the
+reverse, and runs on Ctrl-C, SIGTERM or any failure, so no server outlives ``june serve``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from contextlib import ExitStack
+from types import FrameType
+
+import uvicorn
+
+from orchestrator.api.app import create_app
+from orchestrator.config import Settings
+from orchestrator.db.engine import EmbeddedPostgres
+from orchestrator.db.migrate import upgrade
+from orchestrator.triton.launcher import TritonServer
+
+log = logging.getLogger("june.stack")
+
+
+def start_database(settings: Settings, stack: ExitStack) -> str:
+    """The database URL to use: ``DATABASE_URL`` or a freshly started embedded Postgres."""
+    if settings.database_url:
+        log.info("using external database from DATABASE_URL")
+        return settings.database_url
+    pg = stack.enter_context(EmbeddedPostgres(settings.pgdata))
+    return pg.url
+
+
+def triton_for(settings: Settings) -> TritonServer:
+    return TritonServer(
+        settings.model_repository,
+        runtime_dir=settings.data_dir / "triton",
+        host=settings.triton_host,
+        http_port=settings.triton_http_port,
+        grpc_port=settings.triton_grpc_port,
+        metrics_port=settings.triton_metrics_port,
+    )
+
+
+class _Stop(Exception):
+    """Raised by the SIGINT/SIGTERM handler to unwind the stack in order."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def serve(settings: Settings) -> None:
+    """Run Postgres, Triton and the orchestrator in the foreground until interrupted.
+
+    uvicorn handles the first SIGINT/SIGTERM itself (graceful HTTP shutdown), then re-raises
+    it; our handler turns that, or a signal during start-up, into an orderly unwind.
+    """
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in handled}
+    try:
+        _run(settings)
+    except _Stop as stop:
+        log.info("received %s", stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("June stopped")
+
+
+def _run(settings: Settings) -> None:
+    with ExitStack() as stack:
+        url = start_database(settings, stack)
+        upgrade(url)
+        triton = triton_for(settings)
+        stack.callback(triton.stop)
+        triton.start(timeout_s=settings.triton_start_timeout_s)
+        if settings.telegram_bot_token is not None:
+            log.warning(
+                "TELEGRAM_BOT_TOKEN is set, but the Telegram bot is not built yet (issue 7)"
+            )
+        app = create_app(settings.model_copy(update={"database_url": url}))
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_config=None, access_log=False
+        )
+        log.info("June is up: http://%s:%d (docs at /docs)", settings.host, settings.port)
+        uvicorn.Server(config).run()
