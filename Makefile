@@ -1,0 +1,55 @@
+# June: the two commands of the README, and a few helpers.
+#   make serve   install what is needed and start the whole stack (Ctrl-C stops it all)
+#   make test    run the test suite (real Triton, real Postgres + pgvector)
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Debian packages: libb64-0d for perf_analyzer.
+DEB_PACKAGES := libb64-0d
+
+.PHONY: serve test lint format system-deps install-serve install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# One stamp per extra, rebuilt when pyproject.toml changes.
+$(VENV)/.stamp-export: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[export]'
+	@touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@ $(VENV)/.stamp-export
+
+install-serve: $(VENV)/.stamp-export system-deps
+install-dev: $(VENV)/.stamp-dev system-deps
+
+system-deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages: $$missing (sudo apt-get install $$missing)" >&2; exit 1; \
+	  fi; \
+	fi
+
+serve: install-serve
+	$(BIN)/june serve
+
+test: install-dev lint
+	$(BIN)/pytest
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.stamp-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf build var .pytest_cache .ruff_cache

@@ -1,0 +1,134 @@
+"""Shared fixtures: a real Triton server and a real PostgreSQL + pgvector, on loopback.
+
+The model repository is built once per session from the exporter cache (keyed by the
+weights' digest and the exporter version, so only the first run on a machine exports).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from orchestrator.config import REPO_ROOT, Settings
+from orchestrator.db.engine import EmbeddedPostgres
+from orchestrator.db.migrate import upgrade
+from orchestrator.triton.launcher import TritonServer
+
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A free loopback port below the kernel's ephemeral range.
+
+    Ports from ``bind(0)`` are ephemeral: between our check and the server's bind, an
+    outgoing client socket can take them. Servers under test get ports from 20000-31999.
+    """
+    while True:
+        port = random.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+
+
+def load_backend_module(model: str, module: str) -> ModuleType:
+    """Import a python-backend logic module from ``model_repository/`` without a server."""
+    folder = REPO_ROOT / "model_repository"
+    path = folder / "common" / f"{module}.py"
+    if not path.exists():
+        path = folder / model / "1" / f"{module}.py"
+    name = f"june_backend_{model}_{module}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """The real export cache (shared across runs: that is what makes reruns fast)."""
+    return Settings().cache_dir
+
+
+@pytest.fixture(scope="session")
+def embedder_export(cache_dir: Path) -> Path:
+    from exporters.embedder import export_embedder
+
+    return export_embedder(None, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def model_repo(
+    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, embedder_export: Path
+) -> Path:
+    from exporters.repository import build_repository
+
+    out = tmp_path_factory.mktemp("repo") / "model_repository"
+    return build_repository(profile="cpu", out=out, cache_dir=cache_dir)
+
+
+def make_triton(repo: Path, runtime_dir: Path) -> TritonServer:
+    return TritonServer(
+        repo,
+        runtime_dir=runtime_dir,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+    )
+
+
+@pytest.fixture(scope="session")
+def triton(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    server = make_triton(model_repo, tmp_path_factory.mktemp("triton"))
+    server.start(timeout_s=180)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pgdata") as pg:
+        upgrade(pg.url)
+        yield pg.url
+
+
+def settings_for(triton: TritonServer, database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "triton_host": triton.host,
+        "triton_grpc_port": triton.grpc_port,
+        "triton_http_port": triton.http_port,
+        "triton_request_timeout_s": 10,
+    }
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+def settings(triton: TritonServer, database_url: str) -> Settings:
+    return settings_for(triton, database_url, max_request_bytes=1024 * 1024)
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator:
+    from fastapi.testclient import TestClient
+
+    from orchestrator.api.app import create_app
+
+    with TestClient(create_app(settings)) as c:
+        yield c

@@ -1,0 +1,85 @@
+"""The ``june`` CLI: errors are one line with a non-zero exit code; perf_analyzer runs."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+JUNE = str(Path(sys.executable).parent / "june")
+
+
+def run(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "JUNE_LOG_LEVEL": "WARNING", "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [JUNE, *args], capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+
+
+def test_export_bad_source_is_one_line(tmp_path):
+    proc = run("export", "embedder", "--source", str(tmp_path / "missing"))
+    assert proc.returncode == 1
+    lines = error_lines(proc)
+    assert len(lines) == 1 and "not a Hugging Face model folder" in lines[0]
+
+
+def test_repo_build_bad_profile(tmp_path):
+    proc = run("repo", "build", "--profile", "tpu", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert "unknown profile 'tpu'" in proc.stdout + proc.stderr
+
+
+def test_triton_missing_repository_is_one_line(tmp_path):
+    proc = run(
+        "triton",
+        env={"JUNE_MODEL_REPOSITORY": str(tmp_path / "none"), "JUNE_DATA_DIR": str(tmp_path)},
+    )
+    assert proc.returncode == 1
+    lines = error_lines(proc)
+    assert len(lines) == 1 and "does not exist; build it with" in lines[0]
+
+
+def test_repo_build_writes_manifest(tmp_path, embedder_export, cache_dir):
+    out = tmp_path / "repo"
+    proc = run(
+        "repo",
+        "build",
+        "--profile",
+        "gpu",
+        "--out",
+        str(out),
+        env={"JUNE_CACHE_DIR": str(cache_dir)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "manifest.json").is_file()
+
+
+def test_bench_perf_embed(triton, tmp_path):
+    proc = run(
+        "bench",
+        "perf",
+        "embed",
+        "--concurrency",
+        "1,2,4",
+        "--measurement-ms",
+        "1500",
+        "--url",
+        triton.grpc_url,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "perf_analyzer: embed" in proc.stdout
+    csv_path = Path(proc.stdout.strip().splitlines()[-1].removeprefix("CSV: "))
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["Concurrency"] for r in rows] == ["1", "2", "4"]
+    assert all(float(r["Inferences/Second"]) > 0 for r in rows)
+    csv_path.unlink()
+
+
+def test_bench_perf_unknown_model(triton):
+    proc = run("bench", "perf", "nope", "--url", triton.grpc_url)
+    assert proc.returncode == 1
+    assert "no input data for model 'nope'" in proc.stdout + proc.stderr

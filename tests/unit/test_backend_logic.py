@@ -1,0 +1,54 @@
+"""The python-backend logic, run without a Triton server."""
+
+import numpy as np
+import pytest
+
+from tests.conftest import load_backend_module
+
+common = load_backend_module("embed_tokenizer", "june_backend")
+
+
+def test_string_parameters_and_errors():
+    cfg = {
+        "name": "m",
+        "parameters": {"a": {"string_value": "7"}, "b": {"string_value": "x"}},
+    }
+    assert common.string_parameters(cfg) == {"a": "7", "b": "x"}
+    assert common.int_parameter(cfg, "a", 1) == 7
+    assert common.int_parameter(cfg, "missing", 3) == 3
+    with pytest.raises(ValueError, match="not an integer"):
+        common.int_parameter(cfg, "b", 1)
+    with pytest.raises(ValueError, match="'missing' is not set"):
+        common.require_parameter(cfg, "missing")
+
+
+def test_decode_texts_never_raises_on_bad_utf8():
+    raw = np.array([[b"caf\xc3\xa9"], [b"\xff\xfebad"], ["str"]], dtype=object)
+    assert common.decode_texts(raw) == ["café", "\ufffd\ufffdbad", "str"]
+
+
+def test_tokenizer_pads_within_request_and_truncates(embedder_export):
+    tok_mod = load_backend_module("embed_tokenizer", "text_tokenizer")
+    tok = tok_mod.BatchTokenizer(embedder_export / "tokenizer.json", max_seq_length=16)
+    ids, mask = tok.encode(["hi", "a much longer sentence " * 10])
+    assert ids.shape == mask.shape == (2, 16)
+    assert ids.dtype == np.int64
+    assert mask[0].sum() == 3  # [CLS] hi [SEP]
+    assert mask[1].sum() == 16  # truncated to the limit
+    assert ids[0, 3:].tolist() == [0] * 13
+
+
+def test_ragged_batch_equals_one_by_one(embedder_export):
+    tok = load_backend_module("embed_tokenizer", "text_tokenizer").BatchTokenizer(
+        embedder_export / "tokenizer.json", max_seq_length=256
+    )
+    enc = load_backend_module("embed_encoder", "onnx_encoder").RaggedBatchEncoder(
+        embedder_export / "model.onnx", intra_op_threads=1
+    )
+    requests = [tok.encode(["short"]), tok.encode(["a longer one here", "and two rows"])]
+    together = enc.run(requests)
+    alone = [enc.run([r])[0] for r in requests]
+    assert [t.shape for t in together] == [(1, 384), (2, 384)]
+    for t, a in zip(together, alone, strict=True):
+        np.testing.assert_allclose(t, a, atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
