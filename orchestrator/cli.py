@@ -93,6 +93,20 @@ def serve(
 
 @app.command()
 @one_line_errors
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Orchestrator port (default 8080).")] = None,
+) -> None:
+    """Only the orchestrator, against an external Triton and DATABASE_URL (docker compose)."""
+    from orchestrator.stack import serve_api
+
+    settings = get_settings()
+    updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    serve_api(settings.model_copy(update=updates))
+
+
+@app.command()
+@one_line_errors
 def triton(
     build: Annotated[bool, typer.Option(help="Build the model repository first.")] = False,
 ) -> None:

@@ -15,7 +15,7 @@ import uvicorn
 
 from orchestrator.api.app import create_app
 from orchestrator.config import Settings
-from orchestrator.db.engine import EmbeddedPostgres
+from orchestrator.db.engine import DatabaseError, EmbeddedPostgres
 from orchestrator.db.migrate import upgrade
 from orchestrator.triton.launcher import TritonServer
 
@@ -68,6 +68,23 @@ def serve(settings: Settings) -> None:
     log.info("June stopped")
 
 
+def serve_api(settings: Settings) -> None:
+    """Only the orchestrator, against an external Triton and database (compose, k8s)."""
+    if not settings.database_url:
+        raise DatabaseError("june api needs DATABASE_URL (the embedded database is for june serve)")
+    upgrade(settings.database_url)
+    _run_uvicorn(settings, settings.database_url)
+
+
+def _run_uvicorn(settings: Settings, database_url: str) -> None:
+    app = create_app(settings.model_copy(update={"database_url": database_url}))
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False
+    )
+    log.info("June is up: http://%s:%d (docs at /docs)", settings.host, settings.port)
+    uvicorn.Server(config).run()
+
+
 def _run(settings: Settings) -> None:
     with ExitStack() as stack:
         url = start_database(settings, stack)
@@ -79,9 +96,4 @@ def _run(settings: Settings) -> None:
             log.warning(
                 "TELEGRAM_BOT_TOKEN is set, but the Telegram bot is not built yet (issue 7)"
             )
-        app = create_app(settings.model_copy(update={"database_url": url}))
-        config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_config=None, access_log=False
-        )
-        log.info("June is up: http://%s:%d (docs at /docs)", settings.host, settings.port)
-        uvicorn.Server(config).run()
+        _run_uvicorn(settings, url)
