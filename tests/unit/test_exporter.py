@@ -47,6 +47,15 @@ def test_cache_hit_returns_same_folder(embedder_export, cache_dir):
     assert (again / "model.onnx").stat().st_mtime_ns == before
 
 
+def test_graph_is_portable_and_checked(embedder_export):
+    import onnx
+
+    info = ExportInfo.read(embedder_export)
+    assert info.extra["parity_min_cosine"] > 0.9999
+    graph = onnx.load(str(embedder_export / "model.onnx"), load_external_data=False)
+    assert {n.domain for n in graph.graph.node} <= {"", "ai.onnx"}  # no contrib ops
+
+
 def test_onnx_matches_sentence_transformers(embedder_export):
     from sentence_transformers import SentenceTransformer
 

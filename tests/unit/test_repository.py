@@ -52,7 +52,8 @@ def test_build_profile(profile, tmp_path, cache_dir, embedder_export):
         assert not (out / "embed_encoder/1/model.py").exists()
         accel = encoder.optimization.execution_accelerators.gpu_execution_accelerator
         assert accel[0].name == "tensorrt"
-    assert (out / "embed_encoder/1/model.onnx").is_file()
+    onnx_bytes = (out / "embed_encoder/1/model.onnx").read_bytes()
+    assert onnx_bytes == (embedder_export / "model.onnx").read_bytes()
     assert (out / "embed_tokenizer/1/tokenizer.json").is_file()
 
     manifest = json.loads((out / "manifest.json").read_text())
