@@ -88,15 +88,23 @@ class TritonGateway:
     async def embed(
         self, texts: list[str], *, model: str = "embed", batch_size: int = 32
     ) -> np.ndarray:
-        """L2-normalised embeddings, ``[len(texts), dim]`` float32."""
+        """L2-normalised embeddings, ``[len(texts), dim]`` float32.
+
+        Texts are sent in length order, so each request pads little; results come back in
+        the caller's order.
+        """
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         parts: list[np.ndarray] = []
-        for i in range(0, len(texts), batch_size):
-            batch = texts[i : i + batch_size]
+        for start in range(0, len(order), batch_size):
+            batch = [texts[i] for i in order[start : start + batch_size]]
             data = np.array([[t.encode("utf-8")] for t in batch], dtype=np.object_)
             tensor = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
             tensor.set_data_from_numpy(data)
             result = await self._infer(model, [tensor], ["EMBEDDING"])
             parts.append(result.as_numpy("EMBEDDING"))
-        if not parts:
-            return np.zeros((0, 0), np.float32)
-        return np.concatenate(parts).astype(np.float32, copy=False)
+        sorted_vectors = np.concatenate(parts).astype(np.float32, copy=False)
+        vectors = np.empty_like(sorted_vectors)
+        vectors[order] = sorted_vectors
+        return vectors

@@ -43,12 +43,19 @@ def test_ragged_batch_equals_one_by_one(embedder_export):
         embedder_export / "tokenizer.json", max_seq_length=256
     )
     enc = load_backend_module("embed_encoder", "onnx_encoder").RaggedBatchEncoder(
-        embedder_export / "model.onnx", intra_op_threads=1
+        embedder_export / "model.onnx", intra_op_threads=1, micro_batch_rows=2
     )
-    requests = [tok.encode(["short"]), tok.encode(["a longer one here", "and two rows"])]
-    together = enc.run(requests)
-    alone = [enc.run([r])[0] for r in requests]
-    assert [t.shape for t in together] == [(1, 384), (2, 384)]
+    requests = [
+        tok.encode(["short"]),
+        tok.encode(["a much longer one here, with many more tokens than the rest", "two"]),
+        tok.encode(["mid length text", "x", "another mid length one"]),
+    ]
+    together = enc.run(requests)  # sorted by length, 3 micro-batches of <= 2 rows
+    alone = [
+        np.concatenate([enc.run([(i[r : r + 1], m[r : r + 1])])[0] for r in range(len(i))])
+        for i, m in requests
+    ]
+    assert [t.shape for t in together] == [(1, 384), (2, 384), (3, 384)]
     for t, a in zip(together, alone, strict=True):
         np.testing.assert_allclose(t, a, atol=1e-5)
         np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
