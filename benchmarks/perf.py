@@ -31,7 +31,7 @@ log = logging.getLogger("june.bench")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 perf_app = typer.Typer(
-    help="Benchmarks (perf_analyzer against the running Triton).", no_args_is_help=True
+    help="Benchmarks: perf_analyzer and same-run baselines.", no_args_is_help=True
 )
 
 SENTENCES = [
@@ -186,6 +186,41 @@ def summary_table(model: str, rows: list[dict[str, str]]) -> Table:
             *(f"{m:.2f}" for m in micros),
         )
     return table
+
+
+@perf_app.command("embed")
+def embed_cmd(
+    texts: Annotated[int, typer.Option(help="Texts per pass.")] = 256,
+    repeats: Annotated[int, typer.Option(help="Timed passes per system (median reported).")] = 5,
+    threads: Annotated[int, typer.Option(help="CPU threads for the in-process baselines.")] = 2,
+) -> None:
+    """Triton embed vs sentence-transformers and ONNX Runtime in process (same run)."""
+    from benchmarks.embed import markdown_table, run_benchmark
+    from orchestrator.config import get_settings
+
+    settings = get_settings()
+    if not settings.model_repository.is_dir():
+        log.error("no model repository at %s: run `june repo build`", settings.model_repository)
+        raise typer.Exit(1)
+    results = run_benchmark(
+        settings.model_repository,
+        settings.data_dir / "bench-triton",
+        n_texts=texts,
+        repeats=repeats,
+        threads=threads,
+    )
+    table = Table(title="embedding throughput (same run, same machine)")
+    for column in ("system", "median texts/s", "vs baseline", "runs"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.system,
+            f"{r.texts_per_s:.1f}",
+            f"{r.texts_per_s / results[0].texts_per_s:.2f}x",
+            " ".join(f"{x:.0f}" for x in r.runs),
+        )
+    Console().print(table)
+    typer.echo(markdown_table(results))
 
 
 @perf_app.command("perf")
