@@ -47,7 +47,7 @@ def one_line_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except known as exc:
-            log.error("%s", exc)
+            log.error("%s", " ".join(str(exc).split()))
             raise typer.Exit(1) from exc
 
     return wrapper  # type: ignore[return-value]

@@ -17,6 +17,13 @@ class DatabaseError(RuntimeError):
     """The database could not be reached or prepared; the message says why."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The driver's own first line of an error (SQLAlchemy adds lines of boilerplate)."""
+    original = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+    return lines[0] if lines else type(original).__name__
+
+
 def sqlalchemy_url(url: str) -> str:
     """Any ``postgres://`` / ``postgresql://`` URL -> the psycopg 3 driver SQLAlchemy uses."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
@@ -45,7 +52,7 @@ class EmbeddedPostgres:
             self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         except Exception as exc:
             raise DatabaseError(
-                f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}"
+                f"embedded PostgreSQL failed to start in {self.pgdata}: {first_line(exc)}"
             ) from exc
         return self.url
 
@@ -95,7 +102,7 @@ def check_pgvector(url: str) -> None:
                 text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
             ).first()
     except Exception as exc:
-        raise DatabaseError(f"cannot connect to the database: {exc}") from exc
+        raise DatabaseError(f"cannot connect to the database: {first_line(exc)}") from exc
     finally:
         engine.dispose()
     if available is None:

@@ -83,3 +83,15 @@ def test_bench_perf_unknown_model(triton):
     proc = run("bench", "perf", "nope", "--url", triton.grpc_url)
     assert proc.returncode == 1
     assert "no input data for model 'nope'" in proc.stdout + proc.stderr
+
+
+def test_db_upgrade_on_external_url(database_url):
+    proc = run("db", "upgrade", env={"DATABASE_URL": database_url})
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_db_upgrade_without_pgvector_is_one_line(tmp_path):
+    proc = run("db", "upgrade", env={"DATABASE_URL": "postgresql://nobody@/none?host=/nonexistent"})
+    assert proc.returncode == 1
+    lines = error_lines(proc)
+    assert len(lines) == 1 and "cannot connect to the database" in lines[0]
