@@ -9,7 +9,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,21 @@ def cache_key(target: str, exporter_version: str, source_digest: str, options: d
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@contextmanager
+def staged_directory(final: Path, prefix: str) -> Iterator[Path]:
+    """A scratch folder beside ``final`` that replaces it only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    try:
+        yield staging
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def cached_export(
     *,
     cache_dir: Path,
@@ -107,18 +123,10 @@ def cached_export(
     if final.exists() and (final / EXPORT_META).exists() and not force:
         log.info("export cache hit: %s", final)
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target}-", dir=final.parent))
-    try:
+    with staged_directory(final, prefix=f".{target}-") as tmp:
         build(tmp)
         if not (tmp / EXPORT_META).exists():
             raise ExportError(f"exporter for {target!r} wrote no {EXPORT_META}")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s -> %s", target, final)
     return final
 

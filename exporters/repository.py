@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import string
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Literal
 from google.protobuf import text_format
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from exporters.common import ExportError, ExportInfo
+from exporters.common import ExportError, ExportInfo, staged_directory
 from exporters.embedder import export_embedder
 
 log = logging.getLogger(__name__)
@@ -200,10 +199,8 @@ def build_repository(
         raise RepositoryError(str(exc)) from exc
 
     out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".repo-", dir=out.parent))
     manifest: dict[str, object] = {"profile": profile, "built_at": time.time(), "models": {}}
-    try:
+    with staged_directory(out, prefix=".repo-") as staging:
         for spec in models:
             entry = _build_model(spec, profile, staging, templates, values, exports)
             manifest["models"][spec.name] = entry  # type: ignore[index]
@@ -212,12 +209,6 @@ def build_repository(
             raise RepositoryError("unfilled placeholders: " + "; ".join(leftovers))
         validate_repository(staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     log.info("built %s repository with %d models at %s", profile, len(models), out)
     return out
 

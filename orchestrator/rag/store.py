@@ -73,12 +73,16 @@ async def ingest_document(
     await session.commit()
     metrics.DOCUMENTS_INGESTED.inc()
     metrics.CHUNKS_INGESTED.inc(len(chunks))
+    return _summary(doc, len(chunks))
+
+
+def _summary(doc: Document, n_chunks: int) -> DocumentSummary:
     return DocumentSummary(
         id=doc.id,
         title=doc.title,
         source=doc.source,
         n_chars=doc.n_chars,
-        n_chunks=len(chunks),
+        n_chunks=n_chunks,
         created_at=doc.created_at,
     )
 
@@ -95,17 +99,7 @@ async def list_documents(
         .limit(limit)
         .offset(offset)
     )
-    return [
-        DocumentSummary(
-            id=d.id,
-            title=d.title,
-            source=d.source,
-            n_chars=d.n_chars,
-            n_chunks=int(n),
-            created_at=d.created_at,
-        )
-        for d, n in rows.all()
-    ]
+    return [_summary(doc, int(n)) for doc, n in rows.all()]
 
 
 async def delete_document(session: AsyncSession, *, document_id: uuid.UUID) -> bool:
