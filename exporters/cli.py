@@ -42,6 +42,51 @@ def export_embedder_cmd(
     typer.echo(str(path))
 
 
+@export_app.command("whisper")
+def export_whisper_cmd(
+    source: Annotated[
+        str,
+        typer.Option(
+            help="whisper-base | whisper-tiny.en (offline packages), or a CTranslate2 / "
+            "Hugging Face folder, or an openai-whisper .pt file."
+        ),
+    ] = "whisper-base",
+    precision: Annotated[
+        str, typer.Option(help="fp32 or int8 (ONNX Runtime dynamic int8).")
+    ] = "fp32",
+    target: Annotated[str, typer.Option(help="cpu (ONNX) or gpu (TensorRT-LLM engines).")] = "cpu",
+    out: Annotated[Path | None, typer.Option(help="Also copy the artifacts here.")] = None,
+    convert_script: Annotated[
+        Path | None, typer.Option(help="gpu: TensorRT-LLM's whisper convert_checkpoint.py.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Re-export even if cached.")] = False,
+) -> None:
+    """Whisper -> ONNX encoder + KV-cached decoder (cpu), or TensorRT-LLM engines (gpu)."""
+    from exporters.common import ExportError
+    from exporters.trtllm import WhisperEngineSpec, build_whisper_engines
+    from exporters.whisper import export_whisper
+
+    try:
+        if target == "gpu":
+            if out is None:
+                raise ExportError("--out is required with --target gpu")
+            path = build_whisper_engines(
+                Path(source), out, convert_script=convert_script, spec=WhisperEngineSpec()
+            )
+        elif target == "cpu":
+            path = export_whisper(
+                source, cache_dir=get_settings().cache_dir, precision=precision, force=force
+            )
+            if out is not None:
+                path = copy_export(path, out)
+        else:
+            raise ExportError(f"unknown target {target!r}: choose cpu or gpu")
+    except ExportError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(1) from exc
+    typer.echo(str(path))
+
+
 @repo_app.command("build")
 def build_cmd(
     profile: Annotated[
@@ -52,6 +97,12 @@ def build_cmd(
     ] = None,
     embedder_source: Annotated[
         str | None, typer.Option(help="Embedder checkpoint folder (default: offline package).")
+    ] = None,
+    asr_source: Annotated[
+        str | None, typer.Option(help="Whisper source (default: JUNE_ASR_MODEL).")
+    ] = None,
+    asr_precision: Annotated[
+        str | None, typer.Option(help="fp32 or int8 (default: JUNE_ASR_PRECISION).")
     ] = None,
 ) -> None:
     """Fill the templates, place the exported artifacts, write manifest.json."""
@@ -66,7 +117,8 @@ def build_cmd(
             profile=profile,  # type: ignore[arg-type]
             out=out or settings.model_repository,
             cache_dir=settings.cache_dir,
-            sources={"embedder": embedder_source},
+            sources={"embedder": embedder_source, "whisper": asr_source or settings.asr_model},
+            options={"whisper": {"precision": asr_precision or settings.asr_precision}},
         )
     except RepositoryError as exc:
         log.error("%s", exc)

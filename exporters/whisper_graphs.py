@@ -1,0 +1,105 @@
+"""Whisper as two ONNX-exportable torch modules built from a Hugging Face checkpoint.
+
+- :class:`EncoderCrossKV`: log-mel ``[B, n_mels, 3000]`` -> per-layer cross-attention keys
+  and values ``[L, B, H, 1500, Dh]``. The decoder never re-projects encoder states.
+- :class:`DecoderStep`: one merged decoder graph with an explicit self-attention KV cache.
+  ``input_ids [B, T]`` plus ``past_key/past_value [L, B, H, P, Dh]`` (P may be 0: the
+  first step) -> ``logits [B, T, V]`` and the cache grown to ``P + T``.
+
+Both reuse the checkpoint's own layers (projections, norms, MLPs); only the attention
+arithmetic is written out, with plain tensors, so the graphs export cleanly and carry the
+cache as ordinary inputs and outputs. Parity with ``WhisperForConditionalGeneration`` is
+checked by the exporter and by the tests (greedy tokens identical).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """``[B, T, D]`` -> ``[B, H, T, D/H]``."""
+    b, t, d = x.shape
+    return x.view(b, t, n_heads, d // n_heads).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    """``[B, H, T, Dh]`` -> ``[B, T, H*Dh]``."""
+    b, h, t, dh = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * dh)
+
+
+class EncoderCrossKV(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.encoder = model.model.encoder
+        self.cross = nn.ModuleList([layer.encoder_attn for layer in model.model.decoder.layers])
+        self.n_heads = model.config.decoder_attention_heads
+
+    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.encoder(mel).last_hidden_state
+        keys = [_heads(attn.k_proj(states), self.n_heads) for attn in self.cross]
+        values = [_heads(attn.v_proj(states), self.n_heads) for attn in self.cross]
+        return torch.stack(keys), torch.stack(values)
+
+
+class DecoderStep(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        decoder = model.model.decoder
+        self.embed_tokens = decoder.embed_tokens
+        self.embed_positions = decoder.embed_positions
+        self.layers = decoder.layers
+        self.layer_norm = decoder.layer_norm
+        self.n_heads = model.config.decoder_attention_heads
+        self.scaling = (model.config.d_model // self.n_heads) ** -0.5
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        scores = torch.matmul(q * self.scaling, k.transpose(-1, -2))
+        if mask is not None:
+            scores = scores + mask
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        past_key: torch.Tensor,
+        past_value: torch.Tensor,
+        cross_key: torch.Tensor,
+        cross_value: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        past = past_key.shape[3]
+        steps = input_ids.shape[1]
+        positions = torch.arange(steps, device=input_ids.device) + past
+        x = self.embed_tokens(input_ids) + self.embed_positions.weight[positions]
+        # Causal mask over [past + new]: row i may see columns <= past + i.
+        cols = torch.arange(past + steps, device=input_ids.device)
+        allowed = cols.unsqueeze(0) <= positions.unsqueeze(1)
+        mask = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill(~allowed, float("-inf"))
+        keys, values = [], []
+        for i, layer in enumerate(self.layers):
+            h = layer.self_attn_layer_norm(x)
+            attn = layer.self_attn
+            k = torch.cat([past_key[i], _heads(attn.k_proj(h), self.n_heads)], dim=2)
+            v = torch.cat([past_value[i], _heads(attn.v_proj(h), self.n_heads)], dim=2)
+            keys.append(k)
+            values.append(v)
+            out = self._attend(_heads(attn.q_proj(h), self.n_heads), k, v, mask)
+            x = x + attn.out_proj(_merge(out))
+
+            h = layer.encoder_attn_layer_norm(x)
+            cross = layer.encoder_attn
+            out = self._attend(
+                _heads(cross.q_proj(h), self.n_heads), cross_key[i], cross_value[i], None
+            )
+            x = x + cross.out_proj(_merge(out))
+
+            h = layer.final_layer_norm(x)
+            x = x + layer.fc2(F.gelu(layer.fc1(h)))
+        x = self.layer_norm(x)
+        logits = torch.matmul(x, self.embed_tokens.weight.t())
+        return logits, torch.stack(keys), torch.stack(values)

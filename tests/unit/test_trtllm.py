@@ -1,0 +1,80 @@
+"""TensorRT-LLM engine builds: tested up to the missing tool, and run where it exists."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from exporters.common import ExportError
+from exporters.trtllm import (
+    WhisperEngineSpec,
+    build_whisper_engines,
+    require_tool,
+    whisper_build_commands,
+    whisper_convert_command,
+)
+
+
+def test_build_commands_follow_the_spec(tmp_path):
+    spec = WhisperEngineSpec(max_batch_size=4, max_beam_width=2, precision="bfloat16")
+    encoder, decoder = whisper_build_commands(tmp_path / "ckpt", tmp_path / "eng", spec)
+    assert encoder[0] == decoder[0] == "trtllm-build"
+    assert encoder[encoder.index("--checkpoint_dir") + 1] == str(tmp_path / "ckpt" / "encoder")
+    assert encoder[encoder.index("--max_input_len") + 1] == "3000"
+    assert decoder[decoder.index("--max_encoder_input_len") + 1] == "3000"
+    assert decoder[decoder.index("--max_seq_len") + 1] == str(14 + 100)
+    assert decoder[decoder.index("--max_beam_width") + 1] == "2"
+    assert decoder[decoder.index("--gpt_attention_plugin") + 1] == "bfloat16"
+
+
+def test_convert_command_weight_only(tmp_path):
+    spec = WhisperEngineSpec(weight_only="int8")
+    cmd = whisper_convert_command(
+        tmp_path / "convert.py", tmp_path / "base.pt", tmp_path / "out", spec
+    )
+    assert cmd[cmd.index("--model_name") + 1] == "base"
+    assert "--use_weight_only" in cmd and cmd[-1] == "int8"
+
+
+@pytest.mark.skipif(
+    shutil.which("trtllm-build") is not None, reason="TensorRT-LLM is installed here"
+)
+def test_missing_tool_is_one_clear_line(tmp_path):
+    with pytest.raises(
+        ExportError, match="trtllm-build not found: the gpu target needs TensorRT-LLM"
+    ) as err:
+        require_tool("trtllm-build")
+    assert "\n" not in str(err.value)
+    checkpoint = tmp_path / "base.pt"
+    checkpoint.write_bytes(b"x")
+    with pytest.raises(ExportError, match="TensorRT-LLM"):
+        build_whisper_engines(
+            checkpoint, tmp_path / "out", convert_script=None, spec=WhisperEngineSpec()
+        )
+
+
+def test_gpu_target_needs_an_openai_checkpoint(tmp_path):
+    with pytest.raises(ExportError, match=r"openai-whisper \.pt"):
+        build_whisper_engines(
+            tmp_path / "folder", tmp_path / "out", convert_script=None, spec=WhisperEngineSpec()
+        )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    shutil.which("trtllm-build") is None
+    or not os.environ.get("JUNE_WHISPER_PT")
+    or not os.environ.get("JUNE_TRTLLM_WHISPER_CONVERT"),
+    reason="needs a GPU with TensorRT-LLM (NGC trtllm image), JUNE_WHISPER_PT (openai .pt) "
+    "and JUNE_TRTLLM_WHISPER_CONVERT (TensorRT-LLM's whisper convert_checkpoint.py)",
+)
+def test_trtllm_whisper_engines_build(tmp_path):  # pragma: no cover - GPU hosts only
+    engines = build_whisper_engines(
+        Path(os.environ["JUNE_WHISPER_PT"]),
+        tmp_path,
+        convert_script=Path(os.environ["JUNE_TRTLLM_WHISPER_CONVERT"]),
+        spec=WhisperEngineSpec(),
+    )
+    assert any((engines / "encoder").glob("*.engine"))
+    assert any((engines / "decoder").glob("*.engine"))
