@@ -26,6 +26,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from exporters.common import ExportError, ExportInfo, staged_directory
 from exporters.embedder import export_embedder
+from exporters.whisper import export_whisper
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,24 @@ class ModelSpec:
 
 # The pipelines, in the order data flows through them.
 MODELS: tuple[ModelSpec, ...] = (
+    # voice in -> transcribe
+    ModelSpec("asr", python_backend={"cpu": False, "gpu": False}),
+    ModelSpec(
+        "asr_features",
+        export="whisper",
+        artifacts={"mel_filters.npy": "mel_filters.npy", "whisper.json": "whisper.json"},
+    ),
+    ModelSpec(
+        "asr_whisper",
+        export="whisper",
+        artifacts={
+            "encoder.onnx": "encoder.onnx",
+            "decoder.onnx": "decoder.onnx",
+            "tokenizer.json": "tokenizer.json",
+            "whisper.json": "whisper.json",
+        },
+    ),
+    # retrieve
     ModelSpec("embed", python_backend={"cpu": False, "gpu": False}),
     ModelSpec("embed_tokenizer", export="embedder", artifacts={"tokenizer.json": "tokenizer.json"}),
     ModelSpec(
@@ -64,12 +83,14 @@ MODELS: tuple[ModelSpec, ...] = (
 
 PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
     "cpu": {
+        "asr_max_batch_size": "8",
         "max_batch_size": "64",
         "max_queue_delay_us": "2000",
         "instance_count": "1",
         "intra_op_threads": "0",
     },
     "gpu": {
+        "asr_max_batch_size": "8",
         "max_batch_size": "64",
         "max_queue_delay_us": "1000",
         "instance_count": "1",
@@ -84,25 +105,42 @@ class Exports:
 
     cache_dir: Path
     sources: dict[str, str | None] = field(default_factory=dict)
+    options: dict[str, dict[str, str]] = field(default_factory=dict)
     _done: dict[str, Path] = field(default_factory=dict)
 
     def get(self, name: str) -> Path:
         if name not in self._done:
-            exporter = EXPORTERS.get(name)
+            exporter, default_source = EXPORTERS.get(name, (None, None))
             if exporter is None:
                 raise RepositoryError(f"no exporter named {name!r}")
-            self._done[name] = exporter(self.sources.get(name), cache_dir=self.cache_dir)
+            source = self.sources.get(name) or default_source
+            self._done[name] = exporter(
+                source, cache_dir=self.cache_dir, **self.options.get(name, {})
+            )
         return self._done[name]
 
 
-EXPORTERS: dict[str, Callable[..., Path]] = {"embedder": export_embedder}
+# Export name -> (exporter, default source: real weights that install offline).
+EXPORTERS: dict[str, tuple[Callable[..., Path], str | None]] = {
+    "embedder": (export_embedder, None),
+    "whisper": (export_whisper, "whisper-base"),
+}
 
 
 def template_vars(profile: Profile, exports: Exports) -> dict[str, str]:
     """Every ``${var}`` value for a profile; model facts come from the exports' metadata."""
     embed = ExportInfo.read(exports.get("embedder")).extra
+    whisper_dir = exports.get("whisper")
+    whisper = json.loads((whisper_dir / "whisper.json").read_text())
     values = dict(PROFILE_DEFAULTS[profile])
-    values.update(embed_dim=str(embed["dim"]), max_seq_length=str(embed["max_seq_length"]))
+    values.update(
+        embed_dim=str(embed["dim"]),
+        max_seq_length=str(embed["max_seq_length"]),
+        asr_n_mels=str(whisper["n_mels"]),
+        asr_n_frames=str(whisper["n_frames"]),
+        asr_languages=",".join(sorted(whisper["languages"])) or "en",
+        asr_source=ExportInfo.read(whisper_dir).source,
+    )
     return values
 
 
@@ -184,6 +222,7 @@ def build_repository(
     out: Path,
     cache_dir: Path,
     sources: dict[str, str | None] | None = None,
+    options: dict[str, dict[str, str]] | None = None,
     templates: Path = TEMPLATES,
     models: tuple[ModelSpec, ...] = MODELS,
 ) -> Path:
@@ -192,7 +231,7 @@ def build_repository(
         raise RepositoryError(
             f"unknown profile {profile!r}; choose one of {list(PROFILE_DEFAULTS)}"
         )
-    exports = Exports(cache_dir=cache_dir, sources=dict(sources or {}))
+    exports = Exports(cache_dir=cache_dir, sources=dict(sources or {}), options=dict(options or {}))
     try:
         values = template_vars(profile, exports)
     except ExportError as exc:

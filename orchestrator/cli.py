@@ -67,7 +67,11 @@ def _build_repository(settings: Settings) -> None:
     from exporters.repository import build_repository
 
     build_repository(
-        profile=settings.profile, out=settings.model_repository, cache_dir=settings.cache_dir
+        profile=settings.profile,
+        out=settings.model_repository,
+        cache_dir=settings.cache_dir,
+        sources={"whisper": settings.asr_model},
+        options={"whisper": {"precision": settings.asr_precision}},
     )
 
 

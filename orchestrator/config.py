@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535, description="Orchestrator HTTP port.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_request_bytes: int = Field(
-        5 * 1024 * 1024, gt=0, description="Largest request body accepted; larger gets 413."
+        30 * 1024 * 1024, gt=0, description="Largest request body accepted; larger gets 413."
     )
 
     # --- state on disk ------------------------------------------------------------------
@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     triton_metrics_port: int = Field(8002, ge=1, le=65535)
     triton_start_timeout_s: float = Field(180.0, gt=0)
     triton_request_timeout_s: float = Field(30.0, gt=0)
+
+    # --- speech recognition -------------------------------------------------------------
+    asr_model: str = Field(
+        "whisper-base",
+        description="whisper-base (multilingual, default), whisper-tiny.en (fast), or a "
+        "CTranslate2 / Hugging Face Whisper folder or openai-whisper .pt file.",
+    )
+    asr_precision: Literal["fp32", "int8"] = "fp32"
+    max_audio_seconds: float = Field(600.0, gt=0, description="Longer uploads get 413.")
+    max_audio_bytes: int = Field(25 * 1024 * 1024, gt=0, description="Larger uploads get 413.")
 
     # --- retrieval ----------------------------------------------------------------------
     embed_model: str = "embed"

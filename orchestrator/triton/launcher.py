@@ -34,8 +34,17 @@ _LOAD_FAILURE = re.compile(r"failed to load '([^']+)'.*?: (.*)$")
 _PR_SET_PDEATHSIG = 1
 
 
+# Logged as errors by tritonserver on every CPU-only host, and harmless there.
+_CPU_HOST_NOISE = (
+    "CudaDriverHelper has not been initialized",
+    "CUDA driver version is insufficient",
+)
+
+
 def _level_of(line: str) -> int:
     """Map a tritonserver log line (``I1124 ...``, ``W...``, ``E...``) to a logging level."""
+    if any(noise in line for noise in _CPU_HOST_NOISE):
+        return logging.DEBUG
     head = line[:1]
     if head == "E" and line[1:2].isdigit():
         return logging.ERROR

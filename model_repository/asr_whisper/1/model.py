@@ -1,0 +1,77 @@
+"""Triton glue for ``asr_whisper``; the logic is in whisper_decode.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from june_backend import decode_texts, get_logger, int_parameter, parse_model_config
+from whisper_decode import WhisperGreedy
+
+log = get_logger("asr_whisper")
+
+
+def _language(request: object) -> str | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, "LANGUAGE")
+    if tensor is None:
+        return None
+    values = decode_texts(tensor.as_numpy())
+    return values[0].strip().lower() or None if values else None
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = parse_model_config(args["model_config"])
+        folder = Path(args["model_repository"]) / str(args["model_version"])
+        self.whisper = WhisperGreedy(
+            folder, intra_op_threads=int_parameter(config, "intra_op_threads", 0)
+        )
+        log.info(
+            "Whisper ready (%s, %d layers)",
+            "multilingual" if self.whisper.meta["multilingual"] else "English-only",
+            self.whisper.meta["n_layers"],
+        )
+
+    def execute(self, requests: list) -> list:
+        responses: list = [None] * len(requests)
+        batch: list[tuple[int, np.ndarray, str | None]] = []
+        for i, request in enumerate(requests):
+            try:
+                mel = pb_utils.get_input_tensor_by_name(request, "mel").as_numpy()
+                language = _language(request)
+                self.whisper.check_language(language)
+                batch.append((i, mel[0], language))
+            except Exception as exc:
+                responses[i] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"asr_whisper: {exc}")
+                )
+        if batch:
+            try:
+                results = self.whisper.transcribe([(mel, lang) for _, mel, lang in batch])
+            except Exception as exc:  # fail this batch, keep the instance serving
+                log.exception("decoding failed")
+                for i, _, _ in batch:
+                    responses[i] = pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"asr_whisper: {exc}")
+                    )
+                return responses
+            for (i, _, _), result in zip(batch, results, strict=True):
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor(
+                            "TRANSCRIPT", np.array([[result.text.encode()]], dtype=np.object_)
+                        ),
+                        pb_utils.Tensor(
+                            "DETECTED_LANGUAGE",
+                            np.array([[result.language.encode()]], dtype=np.object_),
+                        ),
+                        pb_utils.Tensor(
+                            "NO_SPEECH", np.array([[result.no_speech_prob]], dtype=np.float32)
+                        ),
+                    ]
+                )
+        return responses
