@@ -18,3 +18,9 @@ TRITON_ERRORS = Counter(
 )
 DOCUMENTS_INGESTED = Counter("june_documents_ingested_total", "Documents ingested.")
 CHUNKS_INGESTED = Counter("june_chunks_ingested_total", "Chunks embedded and stored.")
+STAGE_LATENCY = Histogram(
+    "june_stage_seconds",
+    "Latency of each stage of a voice turn (decode, transcribe, ...).",
+    ["stage"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)

@@ -14,7 +14,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from orchestrator import __version__, metrics
 from orchestrator.api.limits import BodySizeLimit
-from orchestrator.api.routes import documents, health
+from orchestrator.api.routes import documents, health, speech
+from orchestrator.audio import AudioError
 from orchestrator.config import Settings
 from orchestrator.db.engine import make_async_engine, make_sessionmaker
 from orchestrator.triton.client import TritonGateway, TritonInferenceError, TritonUnavailable
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(health.router)
+    app.include_router(speech.router)
     app.include_router(documents.router)
     _install_error_handlers(app)
     _install_metrics(app)
@@ -93,6 +95,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )
+
+    @app.exception_handler(AudioError)
+    async def bad_audio(request: Request, exc: AudioError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:

@@ -72,3 +72,11 @@ class Health(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str | list
+
+
+class TranscriptOut(BaseModel):
+    text: str = Field(description="Empty when the audio holds no speech.")
+    language: str = Field(description="The language used: forced, or detected.")
+    no_speech_prob: float
+    duration_s: float
+    timings_ms: dict[str, float]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -38,6 +39,13 @@ def _is_unavailable(exc: InferenceServerException) -> bool:
     return any(s in status for s in unavailable) or "not ready" in (exc.message() or "").lower()
 
 
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    language: str
+    no_speech_prob: float
+
+
 class TritonGateway:
     """Typed calls to June's Triton models, with metrics and clear errors."""
 
@@ -45,6 +53,7 @@ class TritonGateway:
         self.url = url
         self.timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
+        self._asr_languages: frozenset[str] | None = None
 
     async def close(self) -> None:
         await self._client.close()
@@ -62,7 +71,12 @@ class TritonGateway:
         return True
 
     async def _infer(
-        self, model: str, inputs: list[grpcclient.InferInput], outputs: list[str]
+        self,
+        model: str,
+        inputs: list[grpcclient.InferInput],
+        outputs: list[str],
+        *,
+        timeout_s: float | None = None,
     ) -> grpcclient.InferResult:
         start = time.perf_counter()
         try:
@@ -70,7 +84,7 @@ class TritonGateway:
                 model,
                 inputs,
                 outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
-                client_timeout=self.timeout_s,
+                client_timeout=timeout_s or self.timeout_s,
             )
         except InferenceServerException as exc:
             kind = "unavailable" if _is_unavailable(exc) else "inference"
@@ -108,3 +122,37 @@ class TritonGateway:
         vectors = np.empty_like(sorted_vectors)
         vectors[order] = sorted_vectors
         return vectors
+
+    async def asr_languages(self) -> frozenset[str]:
+        """Language codes the served Whisper accepts (from its config, read once)."""
+        if self._asr_languages is None:
+            try:
+                config = await self._client.get_model_config("asr_whisper", as_json=True)
+            except InferenceServerException as exc:
+                raise TritonUnavailable("Triton model 'asr_whisper' is unavailable") from exc
+            params = config["config"].get("parameters", {})
+            codes = params.get("languages", {}).get("string_value", "")
+            self._asr_languages = frozenset(c for c in codes.split(",") if c)
+        return self._asr_languages
+
+    async def transcribe(
+        self, audio: np.ndarray, *, language: str | None = None, model: str = "asr"
+    ) -> Transcription:
+        """16 kHz mono float32 audio -> transcript (empty when there is no speech)."""
+        tensor = grpcclient.InferInput("AUDIO", [1, len(audio)], "FP32")
+        tensor.set_data_from_numpy(np.ascontiguousarray(audio, dtype=np.float32)[None])
+        inputs = [tensor]
+        if language:
+            lang = grpcclient.InferInput("LANGUAGE", [1, 1], "BYTES")
+            lang.set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
+            inputs.append(lang)
+        # CPU decoding is roughly real time at worst: allow for the audio's own length.
+        timeout = self.timeout_s + len(audio) / 16000
+        result = await self._infer(
+            model, inputs, ["TRANSCRIPT", "DETECTED_LANGUAGE", "NO_SPEECH"], timeout_s=timeout
+        )
+        return Transcription(
+            text=result.as_numpy("TRANSCRIPT").reshape(-1)[0].decode("utf-8", "replace"),
+            language=result.as_numpy("DETECTED_LANGUAGE").reshape(-1)[0].decode(),
+            no_speech_prob=float(result.as_numpy("NO_SPEECH").reshape(-1)[0]),
+        )

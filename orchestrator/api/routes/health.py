@@ -18,8 +18,8 @@ router = APIRouter(tags=["ops"])
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(session: SessionDep, triton: TritonDep, settings: SettingsDep) -> JSONResponse:
-    """Triton readiness (server and the models June uses) and a database round trip."""
-    triton_up = await triton.ready((settings.embed_model,))
+    """Triton readiness (the server and every pipeline June calls) and a database round trip."""
+    triton_up = await triton.ready((settings.embed_model, "asr"))
     try:
         await session.execute(text("SELECT 1"))
         db_up = True
