@@ -5,8 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian packages: libb64-0d for perf_analyzer.
-DEB_PACKAGES := libb64-0d
+# Debian packages: libb64-0d for perf_analyzer, espeak-ng for test speech.
+DEB_PACKAGES := libb64-0d espeak-ng
 
 .PHONY: serve test lint format system-deps install-serve install-dev clean
 

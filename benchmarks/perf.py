@@ -54,8 +54,21 @@ def _embed_data() -> dict:
     return {"data": [{"TEXT": {"content": [s], "shape": [1]}} for s in SENTENCES]}
 
 
+def _asr_data() -> dict:
+    """Four real spoken sentences (Piper voice), 16 kHz float32."""
+    from benchmarks.speech import PIPER_SENTENCES, piper_wav, to_16k
+
+    clips = [to_16k(piper_wav(text)) for text in PIPER_SENTENCES[:4]]
+    return {
+        "data": [
+            {"AUDIO": {"content": [round(float(x), 6) for x in clip], "shape": [len(clip)]}}
+            for clip in clips
+        ]
+    }
+
+
 # Model name -> builder of perf_analyzer's --input-data JSON (real inputs, not random bytes).
-INPUT_DATA: dict[str, Callable[[], dict]] = {"embed": _embed_data}
+INPUT_DATA: dict[str, Callable[[], dict]] = {"embed": _embed_data, "asr": _asr_data}
 
 
 def find_perf_analyzer() -> Path:
@@ -218,6 +231,39 @@ def embed_cmd(
             f"{r.texts_per_s:.1f}",
             f"{r.texts_per_s / results[0].texts_per_s:.2f}x",
             " ".join(f"{x:.0f}" for x in r.runs),
+        )
+    Console().print(table)
+    typer.echo(markdown_table(results))
+
+
+@perf_app.command("asr")
+def asr_cmd(
+    model: Annotated[str, typer.Option(help="Whisper source (default: JUNE_ASR_MODEL).")] = "",
+    repeats: Annotated[int, typer.Option(help="Timed passes per system (median reported).")] = 3,
+    threads: Annotated[int, typer.Option(help="CPU threads for the in-process systems.")] = 2,
+) -> None:
+    """Triton asr (fp32, int8) vs faster-whisper int8 and transformers: RTF and WER."""
+    from benchmarks.asr import markdown_table, run_benchmark
+    from orchestrator.config import get_settings
+
+    settings = get_settings()
+    results = run_benchmark(
+        model or settings.asr_model,
+        settings.cache_dir,
+        settings.data_dir / "bench-asr",
+        repeats=repeats,
+        threads=threads,
+    )
+    table = Table(title="ASR: RTF (lower is faster) and WER, same clips, same run")
+    for column in ("system", "median RTF", "speed vs baseline", "WER", "runs"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.system,
+            f"{r.rtf:.3f}",
+            f"{results[0].rtf / r.rtf:.2f}x",
+            f"{r.wer * 100:.1f}%",
+            " ".join(f"{x:.3f}" for x in r.runs),
         )
     Console().print(table)
     typer.echo(markdown_table(results))

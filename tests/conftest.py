@@ -74,8 +74,19 @@ def embedder_export(cache_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def whisper_export(cache_dir: Path) -> Path:
+    """Whisper base, real weights from the offline package, exported fp32 (the default)."""
+    from exporters.whisper import export_whisper
+
+    return export_whisper("whisper-base", cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
 def model_repo(
-    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, embedder_export: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    cache_dir: Path,
+    embedder_export: Path,
+    whisper_export: Path,
 ) -> Path:
     from exporters.repository import build_repository
 
@@ -121,7 +132,13 @@ def settings_for(triton: TritonServer, database_url: str, **overrides: object) -
 
 @pytest.fixture(scope="session")
 def settings(triton: TritonServer, database_url: str) -> Settings:
-    return settings_for(triton, database_url, max_request_bytes=1024 * 1024)
+    return settings_for(
+        triton,
+        database_url,
+        max_request_bytes=8 * 1024 * 1024,
+        max_audio_bytes=4 * 1024 * 1024,
+        max_audio_seconds=120,
+    )
 
 
 @pytest.fixture(scope="session")

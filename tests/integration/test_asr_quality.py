@@ -1,0 +1,88 @@
+"""ASR quality on real Whisper base weights, served by Triton.
+
+- Served transcripts equal transformers' greedy ``generate`` on the same weights for at
+  least 95% of 22 clips synthesised by the tests (Piper voice and espeak-ng).
+- WER on those clips is within 1 point of faster-whisper (int8, greedy) on the same weights.
+"""
+
+import logging
+
+import jiwer
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from benchmarks.speech import clips, normalise
+from exporters.whisper import PACKAGED, resolve_source
+
+log = logging.getLogger(__name__)
+
+
+def served(client: grpcclient.InferenceServerClient, audio: np.ndarray) -> str:
+    tensor = grpcclient.InferInput("AUDIO", [1, len(audio)], "FP32")
+    tensor.set_data_from_numpy(audio[None].astype(np.float32))
+    lang = grpcclient.InferInput("LANGUAGE", [1, 1], "BYTES")
+    lang.set_data_from_numpy(np.array([[b"en"]], dtype=np.object_))
+    result = client.infer("asr", [tensor, lang])
+    return result.as_numpy("TRANSCRIPT").reshape(-1)[0].decode()
+
+
+@pytest.fixture(scope="module")
+def served_texts(triton) -> list[str]:
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    try:
+        return [served(client, audio) for _, audio in clips()]
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def ct2_folder(cache_dir):
+    assert "whisper-base" in PACKAGED
+    return resolve_source("whisper-base", cache_dir)[0]
+
+
+def test_served_equals_transformers_greedy(served_texts, ct2_folder, tmp_path_factory):
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from exporters.ct2_whisper import convert_ct2_whisper
+
+    hf_dir = convert_ct2_whisper(ct2_folder, tmp_path_factory.mktemp("hf") / "base")
+    model = WhisperForConditionalGeneration.from_pretrained(hf_dir).eval()
+    extractor = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
+    tokenizer = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    reference = []
+    with torch.no_grad():
+        for _, audio in clips():
+            features = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+            tokens = model.generate(
+                features, language="en", task="transcribe", do_sample=False, num_beams=1
+            )
+            reference.append(tokenizer.decode(tokens[0].tolist(), skip_special_tokens=True).strip())
+    same = [a == b for a, b in zip(served_texts, reference, strict=True)]
+    for ok, ours, theirs in zip(same, served_texts, reference, strict=True):
+        if not ok:
+            log.warning("differs: served %r vs transformers %r", ours, theirs)
+    assert len(same) >= 20
+    assert sum(same) / len(same) >= 0.95, list(zip(served_texts, reference, strict=True))
+
+
+def test_wer_within_one_point_of_faster_whisper(served_texts, ct2_folder):
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(ct2_folder), device="cpu", compute_type="int8", cpu_threads=2)
+    theirs = []
+    for _, audio in clips():
+        segments, _ = model.transcribe(
+            audio, language="en", beam_size=1, without_timestamps=True,
+            condition_on_previous_text=False, vad_filter=False,
+        )  # fmt: skip
+        theirs.append(" ".join(s.text.strip() for s in segments))
+    truth = [normalise(t) for t, _ in clips()]
+    ours_wer = jiwer.wer(truth, [normalise(t) for t in served_texts])
+    fw_wer = jiwer.wer(truth, [normalise(t) for t in theirs])
+    log.info("WER served %.3f, faster-whisper %.3f", ours_wer, fw_wer)
+    assert ours_wer <= fw_wer + 0.01, (ours_wer, fw_wer)
+    assert ours_wer < 0.15  # and it is a good transcript in absolute terms

@@ -1,0 +1,142 @@
+"""Whisper export pieces: CTranslate2 reading, sources, metadata, features, decoding rules."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from exporters.common import ExportError
+from exporters.ct2_whisper import convert_ct2_whisper, iter_ct2_variables, read_ct2_weights
+from exporters.whisper import resolve_source, source_kind
+from tests.conftest import load_backend_module
+
+
+@pytest.fixture(scope="module")
+def base_ct2(cache_dir):
+    return resolve_source("whisper-base", cache_dir)[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_random_hf(tmp_path_factory, base_ct2):
+    """A random-initialised Whisper of the real architecture, with the real tokenizer."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    config = WhisperConfig(
+        vocab_size=51865, d_model=64, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
+        decoder_start_token_id=50258, eos_token_id=50257, pad_token_id=50257, bos_token_id=50257,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config).eval()
+    folder = tmp_path_factory.mktemp("tiny") / "hf"
+    model.save_pretrained(folder)
+    shutil.copy(base_ct2 / "tokenizer.json", folder / "tokenizer.json")
+    return folder, model
+
+
+def test_ct2_round_trip_is_lossless(tiny_random_hf, tmp_path, base_ct2):
+    """HF -> CTranslate2 (its own converter) -> our reader -> HF gives the same weights."""
+    import ctranslate2
+    from transformers import WhisperForConditionalGeneration
+
+    folder, original = tiny_random_hf
+    ct2_dir = tmp_path / "ct2"
+    ctranslate2.converters.TransformersConverter(
+        str(folder), copy_files=["tokenizer.json"]
+    ).convert(str(ct2_dir), quantization="float32")
+    shutil.copy(base_ct2 / "config.json", ct2_dir / "config.json")  # lang ids, suppress lists
+    back = WhisperForConditionalGeneration.from_pretrained(
+        convert_ct2_whisper(ct2_dir, tmp_path / "hf")
+    )
+    ours, theirs = back.state_dict(), original.state_dict()
+    assert set(ours) == set(theirs)
+    for name, value in theirs.items():
+        torch.testing.assert_close(ours[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_reader_handles_the_real_packaged_checkpoint(base_ct2):
+    names = [name for name, _ in iter_ct2_variables(base_ct2 / "model.bin")]
+    assert "encoder/conv1/weight" in names
+    assert "decoder/projection/weight" in names  # an alias of the embeddings
+    weights = read_ct2_weights(base_ct2 / "model.bin")
+    assert weights["decoder/projection/weight"] is weights[
+        "decoder/embeddings/weight"
+    ] or np.array_equal(weights["decoder/projection/weight"], weights["decoder/embeddings/weight"])
+    assert weights["encoder/conv1/weight"].dtype == np.float32
+
+
+def test_truncated_or_foreign_model_bin_fails_clearly(tmp_path, base_ct2):
+    truncated = tmp_path / "model.bin"
+    truncated.write_bytes((base_ct2 / "model.bin").read_bytes()[:5000])
+    with pytest.raises(ExportError, match="truncated"):
+        read_ct2_weights(truncated)
+    truncated.write_bytes(b"\x63\x00\x00\x00garbage")
+    with pytest.raises(ExportError, match="binary version 99"):
+        read_ct2_weights(truncated)
+
+
+def test_source_kinds(tmp_path, tiny_random_hf, base_ct2):
+    assert source_kind(tiny_random_hf[0]) == "huggingface"
+    assert source_kind(base_ct2) == "ctranslate2"
+    pt = tmp_path / "small.pt"
+    pt.write_bytes(b"not a checkpoint")
+    assert source_kind(pt) == "openai"
+    with pytest.raises(ExportError, match="is not a Whisper checkpoint"):
+        source_kind(tmp_path)
+    with pytest.raises(ExportError, match="does not exist"):
+        resolve_source(tmp_path / "missing", tmp_path)
+
+
+def test_export_metadata_comes_from_the_checkpoint(whisper_export):
+    import json
+
+    meta = json.loads((whisper_export / "whisper.json").read_text())
+    assert meta["n_mels"] == 80
+    assert meta["multilingual"] is True
+    assert len(meta["languages"]) == 99 and meta["languages"]["en"] == 50259
+    assert meta["sot"] == 50258 and meta["eot"] == 50257
+    assert meta["no_timestamps"] == 50363 and meta["timestamps"] is True
+    assert meta["begin_suppress_tokens"] == [220, 50257]
+    assert np.load(whisper_export / "mel_filters.npy").shape == (201, 80)
+
+
+def test_log_mel_matches_transformers(whisper_export):
+    from transformers import WhisperFeatureExtractor
+
+    log_mel = load_backend_module("asr_features", "log_mel")
+    features = log_mel.LogMel(np.load(whisper_export / "mel_filters.npy"))
+    rng = np.random.default_rng(1)
+    audio = (0.1 * rng.standard_normal(16000 * 7)).astype(np.float32)
+    ours = features(audio)
+    reference = WhisperFeatureExtractor(feature_size=80)(
+        audio, sampling_rate=16000, return_tensors="np"
+    ).input_features
+    assert ours.shape == (1, 80, 3000)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_long_audio_is_split_at_quiet_points():
+    log_mel = load_backend_module("asr_features", "log_mel")
+    features = log_mel.LogMel(np.ones((201, 80), np.float32))
+    tone = np.sin(np.arange(16000 * 27) / 5).astype(np.float32)
+    quiet = np.zeros(16000, np.float32)
+    audio = np.concatenate([tone, quiet, tone, quiet, tone])  # 83 s
+    windows = features.split(audio)
+    assert len(windows) == 4 or len(windows) == 3
+    assert sum(len(w) for w in windows) == len(audio)  # nothing dropped
+    assert all(len(w) <= 16000 * 30 for w in windows)
+    assert 16000 * 27 <= len(windows[0]) <= 16000 * 28  # cut inside the quiet second
+
+
+def test_decoder_refuses_unknown_languages(whisper_export):
+    decode = load_backend_module("asr_whisper", "whisper_decode")
+    whisper = decode.WhisperGreedy(whisper_export, intra_op_threads=1)
+    whisper.check_language("de")
+    whisper.check_language(None)
+    with pytest.raises(ValueError, match="unsupported language 'xx'"):
+        whisper.check_language("xx")
+    silent = np.zeros((1, 80, 3000), np.float32) - 1.5
+    [result] = whisper.transcribe([(silent, None)])
+    assert result.text == "" and result.no_speech_prob == 1.0
