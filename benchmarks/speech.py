@@ -73,8 +73,13 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
 
 
 def piper_wav(text: str) -> bytes:
+    """The Piper voice, with its sampling noise off so every run hears the same clip."""
+    from piper import SynthesisConfig
+
     voice = _piper()
-    chunks = list(voice.synthesize(text))
+    chunks = list(
+        voice.synthesize(text, syn_config=SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0))
+    )
     audio = np.concatenate([c.audio_float_array for c in chunks])
     return wav_bytes(audio, chunks[0].sample_rate)
 
