@@ -250,6 +250,17 @@ def convert_ct2_whisper(folder: Path, out: Path) -> Path:
     if missing or unexpected:
         raise ExportError(f"weights do not fit Whisper: missing {missing}, unexpected {unexpected}")
 
+    multilingual_fields = (
+        {
+            "lang_to_id": {id_to_special[i]: i for i in lang_ids},
+            "task_to_id": {
+                "transcribe": token("<|transcribe|>"),
+                "translate": token("<|translate|>"),
+            },
+        }
+        if lang_ids
+        else {}  # English-only: no language slot in the prompt (transformers adds one if present)
+    )
     generation = GenerationConfig(
         decoder_start_token_id=config.decoder_start_token_id,
         eos_token_id=config.eos_token_id,
@@ -260,14 +271,11 @@ def convert_ct2_whisper(folder: Path, out: Path) -> Path:
         begin_suppress_tokens=begin_suppress,
         no_timestamps_token_id=token("<|notimestamps|>"),
         is_multilingual=bool(lang_ids),
-        lang_to_id={id_to_special[i]: i for i in lang_ids},
-        task_to_id={"transcribe": token("<|transcribe|>"), "translate": token("<|translate|>")}
-        if lang_ids
-        else {},
         alignment_heads=ct2_config.get("alignment_heads"),
         no_speech_token_id=token(no_speech),
         max_initial_timestamp_index=50,
         return_timestamps=False,
+        **multilingual_fields,
     )
     generation._from_model_config = False  # keep lang_to_id on reload (transformers 5)
     model.generation_config = generation
