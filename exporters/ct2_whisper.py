@@ -199,12 +199,44 @@ def find_model_bin(folder: Path) -> Path:
 
 def convert_ct2_whisper(folder: Path, out: Path) -> Path:
     """Write a Hugging Face Whisper folder (config, generation config, weights, tokenizer)."""
+    weights = read_ct2_weights(find_model_bin(folder))
+    write_hf_whisper(
+        ct2_to_hf_state_dict(weights),
+        encoder_heads=int(weights["encoder/num_heads"]),
+        decoder_heads=int(weights["decoder/num_heads"]),
+        vocabulary=folder,
+        out=out,
+    )
+    log.info("converted CTranslate2 Whisper %s -> %s", folder, out)
+    return out
+
+
+def _layers(state: dict[str, np.ndarray], prefix: str) -> int:
+    n = 0
+    while f"{prefix}.layers.{n}.fc1.weight" in state:
+        n += 1
+    return n
+
+
+def write_hf_whisper(
+    state: dict[str, np.ndarray],
+    *,
+    encoder_heads: int,
+    decoder_heads: int,
+    vocabulary: Path,
+    out: Path,
+) -> Path:
+    """Save ``WhisperForConditionalGeneration`` weights with config and generation config.
+
+    Sizes come from the weights' shapes; special tokens from ``vocabulary/tokenizer.json``;
+    suppression lists, language ids and alignment heads from ``vocabulary/config.json`` (the
+    faster-whisper layout).
+    """
     import torch
     from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
 
-    weights = read_ct2_weights(find_model_bin(folder))
-    ct2_config = json.loads((folder / "config.json").read_text())
-    tokenizer_json = json.loads((folder / "tokenizer.json").read_text())
+    extra = json.loads((vocabulary / "config.json").read_text())
+    tokenizer_json = json.loads((vocabulary / "tokenizer.json").read_text())
     special = {t["content"]: t["id"] for t in tokenizer_json["added_tokens"]}
 
     def token(name: str) -> int:
@@ -212,41 +244,37 @@ def convert_ct2_whisper(folder: Path, out: Path) -> Path:
             raise ExportError(f"tokenizer.json lacks the special token {name}")
         return int(special[name])
 
-    vocab_size, d_model = weights["decoder/embeddings/weight"].shape
-    conv1 = weights["encoder/conv1/weight"]
+    vocab_size, d_model = state["model.decoder.embed_tokens.weight"].shape
     # Whisper's own rule: English-only checkpoints have the smaller vocabulary. CT2's config
     # lists language ids for those too, and they would point at the wrong tokens.
     multilingual = int(vocab_size) >= 51865
-    lang_ids = [int(i) for i in ct2_config.get("lang_ids") or []] if multilingual else []
+    lang_ids = [int(i) for i in extra.get("lang_ids") or []] if multilingual else []
     id_to_special = {v: k for k, v in special.items()}
     no_speech = "<|nospeech|>" if "<|nospeech|>" in special else "<|nocaptions|>"
     config = WhisperConfig(
         vocab_size=int(vocab_size),
-        num_mel_bins=int(conv1.shape[1]),
+        num_mel_bins=int(state["model.encoder.conv1.weight"].shape[1]),
         d_model=int(d_model),
-        encoder_layers=count_layers(weights, "encoder"),
-        decoder_layers=count_layers(weights, "decoder"),
-        encoder_attention_heads=int(weights["encoder/num_heads"]),
-        decoder_attention_heads=int(weights["decoder/num_heads"]),
-        encoder_ffn_dim=int(weights["encoder/layer_0/ffn/linear_0/weight"].shape[0]),
-        decoder_ffn_dim=int(weights["decoder/layer_0/ffn/linear_0/weight"].shape[0]),
-        max_source_positions=int(weights["encoder/position_encodings/encodings"].shape[0]),
-        max_target_positions=int(weights["decoder/position_encodings/encodings"].shape[0]),
+        encoder_layers=_layers(state, "model.encoder"),
+        decoder_layers=_layers(state, "model.decoder"),
+        encoder_attention_heads=encoder_heads,
+        decoder_attention_heads=decoder_heads,
+        encoder_ffn_dim=int(state["model.encoder.layers.0.fc1.weight"].shape[0]),
+        decoder_ffn_dim=int(state["model.decoder.layers.0.fc1.weight"].shape[0]),
+        max_source_positions=int(state["model.encoder.embed_positions.weight"].shape[0]),
+        max_target_positions=int(state["model.decoder.embed_positions.weight"].shape[0]),
         decoder_start_token_id=token("<|startoftranscript|>"),
         eos_token_id=token("<|endoftext|>"),
         bos_token_id=token("<|endoftext|>"),
         pad_token_id=token("<|endoftext|>"),
         tie_word_embeddings=True,
     )
-    suppress = [int(i) for i in ct2_config.get("suppress_ids") or []]
-    begin_suppress = [int(i) for i in ct2_config.get("suppress_ids_begin") or []]
+    if config.encoder_layers == 0 or config.decoder_layers == 0:
+        raise ExportError("the checkpoint has no encoder or decoder layers")
     model = WhisperForConditionalGeneration(config).eval()
-    state = {
-        k: torch.from_numpy(np.ascontiguousarray(v))
-        for k, v in ct2_to_hf_state_dict(weights).items()
-    }
-    state["proj_out.weight"] = state["model.decoder.embed_tokens.weight"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).float() for k, v in state.items()}
+    tensors["proj_out.weight"] = tensors["model.decoder.embed_tokens.weight"]
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise ExportError(f"weights do not fit Whisper: missing {missing}, unexpected {unexpected}")
 
@@ -267,11 +295,11 @@ def convert_ct2_whisper(folder: Path, out: Path) -> Path:
         pad_token_id=config.pad_token_id,
         bos_token_id=config.bos_token_id,
         max_length=config.max_target_positions,
-        suppress_tokens=suppress,
-        begin_suppress_tokens=begin_suppress,
+        suppress_tokens=[int(i) for i in extra.get("suppress_ids") or []],
+        begin_suppress_tokens=[int(i) for i in extra.get("suppress_ids_begin") or []],
         no_timestamps_token_id=token("<|notimestamps|>"),
         is_multilingual=bool(lang_ids),
-        alignment_heads=ct2_config.get("alignment_heads"),
+        alignment_heads=extra.get("alignment_heads"),
         no_speech_token_id=token(no_speech),
         max_initial_timestamp_index=50,
         return_timestamps=False,
@@ -281,8 +309,7 @@ def convert_ct2_whisper(folder: Path, out: Path) -> Path:
     model.generation_config = generation
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    for name in ("tokenizer.json", "vocabulary.txt", "preprocessor_config.json"):
-        if (folder / name).is_file():
-            (out / name).write_bytes((folder / name).read_bytes())
-    log.info("converted CTranslate2 Whisper %s -> %s", folder, out)
+    for name in ("tokenizer.json", "vocabulary.txt"):
+        if (vocabulary / name).is_file():
+            (out / name).write_bytes((vocabulary / name).read_bytes())
     return out

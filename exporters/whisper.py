@@ -7,7 +7,7 @@ Sources (``--source``):
 - a CTranslate2 (faster-whisper) folder: ``model.bin`` + ``config.json`` + ``tokenizer.json``,
   converted losslessly to Hugging Face layout (:mod:`exporters.ct2_whisper`);
 - a Hugging Face Whisper folder;
-- an openai-whisper ``.pt`` checkpoint (converted with transformers' own converter).
+- an openai-whisper ``.pt`` checkpoint (renamed by :mod:`exporters.openai_whisper`).
 
 Artifacts: ``encoder.onnx`` (mel -> cross-attention K/V), ``decoder.onnx`` (one merged
 graph with KV cache), ``tokenizer.json``, ``mel_filters.npy`` and ``whisper.json``: every
@@ -122,7 +122,7 @@ def _source_files(path: Path, kind: str) -> list[Path]:
     return [path / n for n in names if (path / n).is_file()]
 
 
-def to_huggingface(path: Path, kind: str, work: Path) -> Path:
+def to_huggingface(path: Path, kind: str, work: Path, cache_dir: Path) -> Path:
     """A Hugging Face Whisper folder for any supported source."""
     if kind == "huggingface":
         return path
@@ -130,23 +130,18 @@ def to_huggingface(path: Path, kind: str, work: Path) -> Path:
         from exporters.ct2_whisper import convert_ct2_whisper
 
         return convert_ct2_whisper(path, work / "hf")
-    return _convert_openai(path, work / "hf")
+    return _convert_openai(path, work / "hf", cache_dir)
 
 
-def _convert_openai(checkpoint: Path, out: Path) -> Path:
-    try:
-        from transformers.models.whisper.convert_openai_to_hf import (
-            convert_openai_whisper_to_tfms,
-        )
-    except ImportError as exc:  # pragma: no cover - depends on transformers' layout
-        raise ExportError("this transformers version has no openai-whisper converter") from exc
-    try:
-        convert_openai_whisper_to_tfms(str(checkpoint), str(out))
-    except Exception as exc:
-        raise ExportError(
-            f"could not convert openai-whisper checkpoint {checkpoint}: {exc}"
-        ) from exc
-    return out
+def _convert_openai(checkpoint: Path, out: Path, cache_dir: Path) -> Path:
+    from exporters.openai_whisper import convert_openai_whisper
+
+    vocabularies = {51865: "whisper-base", 51864: "whisper-tiny.en"}
+    return convert_openai_whisper(
+        checkpoint,
+        out,
+        vocabularies={size: _packaged_ct2(name, cache_dir) for size, name in vocabularies.items()},
+    )
 
 
 def export_whisper(
@@ -169,12 +164,16 @@ def export_whisper(
         exporter_version=EXPORTER_VERSION,
         source_digest=digest,
         options=options,
-        build=lambda out: _build(path, kind, out, digest=digest, options=options),
+        build=lambda out: _build(
+            path, kind, out, digest=digest, options=options, cache_dir=cache_dir
+        ),
         force=force,
     )
 
 
-def _build(path: Path, kind: str, out: Path, *, digest: str, options: dict) -> None:
+def _build(
+    path: Path, kind: str, out: Path, *, digest: str, options: dict, cache_dir: Path
+) -> None:
     try:
         import numpy as np
         import torch
@@ -186,7 +185,7 @@ def _build(path: Path, kind: str, out: Path, *, digest: str, options: dict) -> N
 
     with progress() as bar:
         task = bar.add_task(f"export {TARGET}", total=5)
-        hf_dir = to_huggingface(path, kind, out / ".work")
+        hf_dir = to_huggingface(path, kind, out / ".work", cache_dir)
         model = WhisperForConditionalGeneration.from_pretrained(
             hf_dir, attn_implementation="eager"
         ).eval()

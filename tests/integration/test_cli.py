@@ -95,3 +95,28 @@ def test_db_upgrade_without_pgvector_is_one_line(tmp_path):
     assert proc.returncode == 1
     lines = error_lines(proc)
     assert len(lines) == 1 and "cannot connect to the database" in lines[0]
+
+
+def test_export_whisper_bad_source_is_one_line(tmp_path):
+    proc = run("export", "whisper", "--source", str(tmp_path / "nope"))
+    assert proc.returncode == 1
+    lines = error_lines(proc)
+    assert len(lines) == 1 and "does not exist" in lines[0]
+
+
+def test_export_whisper_gpu_target_without_tensorrt_llm(tmp_path):
+    checkpoint = tmp_path / "base.pt"
+    checkpoint.write_bytes(b"x")
+    proc = run(
+        "export",
+        "whisper",
+        "--source",
+        str(checkpoint),
+        "--target",
+        "gpu",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert proc.returncode == 1
+    lines = error_lines(proc)
+    assert len(lines) == 1 and "TensorRT-LLM" in lines[0]

@@ -140,3 +140,82 @@ def test_decoder_refuses_unknown_languages(whisper_export):
     silent = np.zeros((1, 80, 3000), np.float32) - 1.5
     [result] = whisper.transcribe([(silent, None)])
     assert result.text == "" and result.no_speech_prob == 1.0
+
+
+def _openai_name(name: str) -> str:
+    """The inverse of exporters.openai_whisper.hf_name, written independently for the test."""
+    import re
+
+    fixed = {
+        "model.encoder.embed_positions.weight": "encoder.positional_embedding",
+        "model.decoder.embed_positions.weight": "decoder.positional_embedding",
+        "model.decoder.embed_tokens.weight": "decoder.token_embedding.weight",
+    }
+    if name in fixed:
+        return fixed[name]
+    name = name.removeprefix("model.")
+    name = name.replace("encoder.layer_norm.", "encoder.ln_post.").replace(
+        "decoder.layer_norm.", "decoder.ln."
+    )
+    name = re.sub(r"\.layers\.(\d+)\.", r".blocks.\1.", name)
+    for hf, openai in [
+        ("encoder_attn_layer_norm", "cross_attn_ln"), ("encoder_attn", "cross_attn"),
+        ("self_attn_layer_norm", "attn_ln"), ("self_attn", "attn"), ("final_layer_norm", "mlp_ln"),
+        ("fc1", "mlp.0"), ("fc2", "mlp.2"), ("q_proj", "query"), ("k_proj", "key"),
+        ("v_proj", "value"), ("out_proj", "out"),
+    ]:  # fmt: skip
+        name = name.replace(f".{hf}.", f".{openai}.")
+    return name
+
+
+def test_openai_checkpoint_round_trip(tiny_random_hf, tmp_path, cache_dir):
+    from transformers import WhisperForConditionalGeneration
+
+    from exporters.whisper import _convert_openai
+
+    _, original = tiny_random_hf
+    cfg = original.config
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(
+        {
+            "dims": {
+                "n_mels": cfg.num_mel_bins,
+                "n_vocab": cfg.vocab_size,
+                "n_audio_ctx": cfg.max_source_positions,
+                "n_audio_state": cfg.d_model,
+                "n_audio_head": cfg.encoder_attention_heads,
+                "n_audio_layer": cfg.encoder_layers,
+                "n_text_ctx": cfg.max_target_positions,
+                "n_text_state": cfg.d_model,
+                "n_text_head": cfg.decoder_attention_heads,
+                "n_text_layer": cfg.decoder_layers,
+            },
+            "model_state_dict": {
+                _openai_name(k): v
+                for k, v in original.state_dict().items()
+                if k != "proj_out.weight"
+            },
+        },
+        checkpoint,
+    )
+    back = WhisperForConditionalGeneration.from_pretrained(
+        _convert_openai(checkpoint, tmp_path / "hf", cache_dir)
+    )
+    ours, theirs = back.state_dict(), original.state_dict()
+    assert set(ours) == set(theirs)
+    for name, value in theirs.items():
+        torch.testing.assert_close(ours[name], value, rtol=0, atol=0, msg=name)
+    assert back.generation_config.is_multilingual is True  # vocabulary 51865
+
+
+def test_openai_checkpoint_errors(tmp_path, cache_dir):
+    from exporters.whisper import _convert_openai
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"weights": {}}, bad)
+    with pytest.raises(ExportError, match="not an openai-whisper checkpoint"):
+        _convert_openai(bad, tmp_path / "hf", cache_dir)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00not a zip")
+    with pytest.raises(ExportError, match="not a readable openai-whisper checkpoint"):
+        _convert_openai(junk, tmp_path / "hf", cache_dir)
