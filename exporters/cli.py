@@ -87,6 +87,59 @@ def export_whisper_cmd(
     typer.echo(str(path))
 
 
+@export_app.command("llm")
+def export_llm_cmd(
+    source: Annotated[
+        str,
+        typer.Option(
+            help="smollm2-135m-instruct (offline GGUF), a GGUF file, or a Hugging Face folder."
+        ),
+    ] = "smollm2-135m-instruct",
+    precision: Annotated[str, typer.Option(help="fp32, int8 or int4.")] = "int4",
+    target: Annotated[
+        str, typer.Option(help="cpu (ONNX Runtime GenAI) or gpu (TensorRT-LLM).")
+    ] = "cpu",
+    out: Annotated[
+        Path | None, typer.Option(help="Also copy the artifacts here (required for gpu).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Re-export even if cached.")] = False,
+) -> None:
+    """Qwen2 / Qwen2.5 / Qwen3 / Llama -> ONNX Runtime GenAI (cpu) or TensorRT-LLM engine (gpu)."""
+    from exporters.common import ExportError
+    from exporters.llm import architecture_of, export_llm, import_gguf, resolve_source
+    from exporters.trtllm import (
+        LlmEngineSpec,
+        build_llm_engines,
+        require_tensorrt_llm,
+        require_tool,
+    )
+
+    try:
+        if target == "cpu":
+            path = export_llm(
+                source, cache_dir=get_settings().cache_dir, precision=precision, force=force
+            )
+            if out is not None:
+                path = copy_export(path, out)
+        elif target == "gpu":
+            if out is None:
+                raise ExportError("--out is required with --target gpu")
+            require_tensorrt_llm()
+            require_tool("trtllm-build")
+            src, kind = resolve_source(source)
+            hf_dir = import_gguf(src, out / "hf") if kind == "gguf" else src
+            weight_only = {"int8": "int8", "int4": "int4"}.get(precision)
+            path = build_llm_engines(
+                hf_dir, out, architecture_of(hf_dir), LlmEngineSpec(weight_only=weight_only)
+            )
+        else:
+            raise ExportError(f"unknown target {target!r}: choose cpu or gpu")
+    except ExportError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(1) from exc
+    typer.echo(str(path))
+
+
 @repo_app.command("build")
 def build_cmd(
     profile: Annotated[

@@ -136,3 +136,68 @@ def build_whisper_engines(
                 )
             bar.advance(task)
     return out / "engines"
+
+
+# --- LLMs: Qwen family and Llama ---------------------------------------------------------
+TRTLLM_LLM_CLASSES = {
+    "Qwen2ForCausalLM": "QWenForCausalLM",
+    "Qwen3ForCausalLM": "QWenForCausalLM",
+    "LlamaForCausalLM": "LLaMAForCausalLM",
+}
+
+
+@dataclass(frozen=True)
+class LlmEngineSpec:
+    max_batch_size: int = 8
+    max_input_len: int = 2048
+    max_seq_len: int = 4096
+    dtype: str = "float16"  # float16 | bfloat16
+    weight_only: str | None = None  # None | int8 | int4
+
+
+def llm_build_command(checkpoint_dir: Path, engine_dir: Path, spec: LlmEngineSpec) -> list[str]:
+    return [
+        "trtllm-build",
+        "--checkpoint_dir", str(checkpoint_dir),
+        "--output_dir", str(engine_dir),
+        "--gemm_plugin", "auto",
+        "--max_batch_size", str(spec.max_batch_size),
+        "--max_input_len", str(spec.max_input_len),
+        "--max_seq_len", str(spec.max_seq_len),
+    ]  # fmt: skip
+
+
+def convert_llm_checkpoint(hf_dir: Path, out: Path, architecture: str, spec: LlmEngineSpec) -> Path:
+    """Hugging Face folder -> TensorRT-LLM checkpoint (config.json + rank0.safetensors)."""
+    if architecture not in TRTLLM_LLM_CLASSES:
+        raise ExportError(f"no TensorRT-LLM class for {architecture}")
+    require_tensorrt_llm()
+    import tensorrt_llm.models as trt_models  # type: ignore[import-not-found]
+
+    cls = getattr(trt_models, TRTLLM_LLM_CLASSES[architecture])
+    kwargs = {}
+    if spec.weight_only:
+        from tensorrt_llm.models.modeling_utils import QuantConfig  # type: ignore[import-not-found]
+        from tensorrt_llm.quantization import QuantAlgo  # type: ignore[import-not-found]
+
+        algo = {"int8": QuantAlgo.W8A16, "int4": QuantAlgo.W4A16}[spec.weight_only]
+        kwargs["quant_config"] = QuantConfig(quant_algo=algo)
+    model = cls.from_hugging_face(str(hf_dir), dtype=spec.dtype, **kwargs)
+    model.save_checkpoint(str(out), save_config=True)
+    return out
+
+
+def build_llm_engines(hf_dir: Path, out: Path, architecture: str, spec: LlmEngineSpec) -> Path:
+    require_tensorrt_llm()
+    require_tool("trtllm-build")
+    with progress() as bar:
+        task = bar.add_task("TensorRT-LLM llm", total=2)
+        checkpoint = convert_llm_checkpoint(hf_dir, out / "checkpoint", architecture, spec)
+        bar.advance(task)
+        cmd = llm_build_command(checkpoint, out / "engine", spec)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise ExportError(f"trtllm-build failed: {tail[-1] if tail else proc.returncode}")
+        bar.advance(task)
+    return out / "engine"

@@ -120,3 +120,17 @@ def test_export_whisper_gpu_target_without_tensorrt_llm(tmp_path):
     assert proc.returncode == 1
     lines = error_lines(proc)
     assert len(lines) == 1 and "TensorRT-LLM" in lines[0]
+
+
+def test_export_llm_gpu_without_tensorrt_llm_is_one_line(tmp_path):
+    proc = run("export", "llm", "--target", "gpu", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 1
+    lines = error_lines(proc)
+    assert len(lines) == 1 and "TensorRT-LLM" in lines[0]
+    assert not (tmp_path / "o").exists()  # nothing done before the check
+
+
+def test_export_llm_cpu_int4(cache_dir):
+    proc = run("export", "llm", "--precision", "int4", env={"JUNE_CACHE_DIR": str(cache_dir)})
+    assert proc.returncode == 0, proc.stderr
+    assert (Path(proc.stdout.strip().splitlines()[-1]) / "genai_config.json").is_file()

@@ -78,3 +78,40 @@ def test_trtllm_whisper_engines_build(tmp_path):  # pragma: no cover - GPU hosts
     )
     assert any((engines / "encoder").glob("*.engine"))
     assert any((engines / "decoder").glob("*.engine"))
+
+
+def test_llm_build_command(tmp_path):
+    from exporters.trtllm import LlmEngineSpec, llm_build_command
+
+    cmd = llm_build_command(
+        tmp_path / "ckpt", tmp_path / "engine", LlmEngineSpec(max_batch_size=16)
+    )
+    assert cmd[0] == "trtllm-build"
+    assert cmd[cmd.index("--max_batch_size") + 1] == "16"
+    assert cmd[cmd.index("--max_seq_len") + 1] == "4096"
+
+
+@pytest.mark.skipif(
+    shutil.which("trtllm-build") is not None, reason="TensorRT-LLM is installed here"
+)
+def test_llm_gpu_target_without_tensorrt_llm(tmp_path):
+    from exporters.trtllm import LlmEngineSpec, build_llm_engines, convert_llm_checkpoint
+
+    with pytest.raises(ExportError, match="tensorrt_llm is not installed"):
+        build_llm_engines(tmp_path, tmp_path / "out", "Qwen2ForCausalLM", LlmEngineSpec())
+    with pytest.raises(ExportError, match="no TensorRT-LLM class for GPT2LMHeadModel"):
+        convert_llm_checkpoint(tmp_path, tmp_path / "out", "GPT2LMHeadModel", LlmEngineSpec())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    shutil.which("trtllm-build") is None or not os.environ.get("JUNE_QWEN_HF_DIR"),
+    reason="needs a GPU with TensorRT-LLM (NGC trtllm image) and JUNE_QWEN_HF_DIR (a Qwen checkpoint)",
+)
+def test_trtllm_qwen_engine_builds(tmp_path):  # pragma: no cover - GPU hosts only
+    from exporters.trtllm import LlmEngineSpec, build_llm_engines
+
+    engine = build_llm_engines(
+        Path(os.environ["JUNE_QWEN_HF_DIR"]), tmp_path, "Qwen2ForCausalLM", LlmEngineSpec()
+    )
+    assert any(engine.glob("*.engine"))
