@@ -170,8 +170,15 @@ def build_cmd(
             profile=profile,  # type: ignore[arg-type]
             out=out or settings.model_repository,
             cache_dir=settings.cache_dir,
-            sources={"embedder": embedder_source, "whisper": asr_source or settings.asr_model},
-            options={"whisper": {"precision": asr_precision or settings.asr_precision}},
+            sources={
+                "embedder": embedder_source,
+                "whisper": asr_source or settings.asr_model,
+                "llm": settings.llm_model,
+            },
+            options={
+                "whisper": {"precision": asr_precision or settings.asr_precision},
+                "llm": {"precision": settings.llm_precision},
+            },
         )
     except RepositoryError as exc:
         log.error("%s", exc)

@@ -26,6 +26,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from exporters.common import ExportError, ExportInfo, staged_directory
 from exporters.embedder import export_embedder
+from exporters.llm import export_llm
 from exporters.whisper import export_whisper
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class ModelSpec:
     name: str
     export: str | None = None  # name of the export whose artifacts it needs
     artifacts: dict[str, str] = field(default_factory=dict)  # export file -> version-dir file
+    all_artifacts: bool = False  # place every file of the export (tokenizer files vary by model)
     python_backend: dict[Profile, bool] = field(default_factory=lambda: {"cpu": True, "gpu": True})
 
 
@@ -79,6 +81,8 @@ MODELS: tuple[ModelSpec, ...] = (
         artifacts={"model.onnx": "model.onnx"},
         python_backend={"cpu": True, "gpu": False},
     ),
+    # generate
+    ModelSpec("llm", export="llm", all_artifacts=True),
 )
 
 PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
@@ -124,6 +128,7 @@ class Exports:
 EXPORTERS: dict[str, tuple[Callable[..., Path], str | None]] = {
     "embedder": (export_embedder, None),
     "whisper": (export_whisper, "whisper-base"),
+    "llm": (export_llm, "smollm2-135m-instruct"),
 }
 
 
@@ -140,6 +145,7 @@ def template_vars(profile: Profile, exports: Exports) -> dict[str, str]:
         asr_n_frames=str(whisper["n_frames"]),
         asr_languages=",".join(sorted(whisper["languages"])) or "en",
         asr_source=ExportInfo.read(whisper_dir).source,
+        llm_source=ExportInfo.read(exports.get("llm")).source,
     )
     return values
 
@@ -281,7 +287,16 @@ def _build_model(
     if spec.export:
         export_dir = exports.get(spec.export)
         info = ExportInfo.read(export_dir)
-        for src_name, dst_name in spec.artifacts.items():
+        artifacts = dict(spec.artifacts)
+        if spec.all_artifacts:
+            artifacts.update(
+                {
+                    p.name: p.name
+                    for p in export_dir.iterdir()
+                    if p.is_file() and p.name != "export.json"
+                }
+            )
+        for src_name, dst_name in artifacts.items():
             artifact = export_dir / src_name
             if not artifact.is_file():
                 raise RepositoryError(f"export {spec.export!r} has no {src_name} ({export_dir})")
@@ -292,7 +307,7 @@ def _build_model(
             source_digest=info.source_digest,
             exporter_version=info.exporter_version,
             export_options=info.options,
-            artifacts={n: info.artifacts.get(n) for n in spec.artifacts},
+            artifacts={n: info.artifacts.get(n) for n in artifacts},
             export_dir=str(export_dir),
         )
     return entry

@@ -70,8 +70,11 @@ def _build_repository(settings: Settings) -> None:
         profile=settings.profile,
         out=settings.model_repository,
         cache_dir=settings.cache_dir,
-        sources={"whisper": settings.asr_model},
-        options={"whisper": {"precision": settings.asr_precision}},
+        sources={"whisper": settings.asr_model, "llm": settings.llm_model},
+        options={
+            "whisper": {"precision": settings.asr_precision},
+            "llm": {"precision": settings.llm_precision},
+        },
     )
 
 

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(600.0, gt=0, description="Longer uploads get 413.")
     max_audio_bytes: int = Field(25 * 1024 * 1024, gt=0, description="Larger uploads get 413.")
 
+    # --- language model -----------------------------------------------------------------
+    llm_model: str = Field(
+        "smollm2-135m-instruct",
+        description="smollm2-135m-instruct (offline default) or a Qwen2/2.5/3 or Llama Hugging "
+        "Face folder or GGUF file (production: a Qwen instruct model).",
+    )
+    llm_precision: Literal["fp32", "int8", "int4"] = "int4"
+
     # --- retrieval ----------------------------------------------------------------------
     embed_model: str = "embed"
     embed_dim: int = 384

@@ -66,7 +66,12 @@ def tiny_model(kind: str, folder, tokenizer_dir):
     torch.manual_seed(0)
     model = model_cls(config_cls(**common, **extra)).eval()
     model.save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+    ):
         if (tokenizer_dir / name).is_file():
             shutil.copy(tokenizer_dir / name, folder / name)
     return model

@@ -1,0 +1,288 @@
+"""Chat generation on ONNX Runtime GenAI with continuous batching, streaming deltas.
+
+One engine thread owns the ``og.Engine``: new requests join the running batch between
+steps, every step emits one token per active request, and a request leaves as soon as it
+finishes, stops, or its client goes away. Messages are rendered with the model's own chat
+template. Stop strings are matched on the decoded text, so a stop string split across
+tokens is still caught and never sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import onnxruntime_genai as og
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+log = logging.getLogger("june.llm")
+
+FINISH = {
+    "EOS": "stop",
+    "STOP_STRING": "stop",
+    "MAX_GENERATED_TOKENS": "length",
+    "MAX_SESSION_TOKENS": "length",
+    "CANCELLED": "cancelled",
+    "FAILED": "error",
+}
+
+
+class ChatTemplate:
+    """The checkpoint's Jinja chat template, rendered in a sandbox."""
+
+    def __init__(self, folder: Path) -> None:
+        path = folder / "chat_template.jinja"
+        if not path.is_file():
+            raise ValueError(
+                "this model has no chat template (chat_template.jinja); use an instruct model"
+            )
+        source = path.read_text()
+        tokenizer_config = folder / "tokenizer_config.json"
+        specials = json.loads(tokenizer_config.read_text()) if tokenizer_config.is_file() else {}
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = self._raise
+        env.filters.setdefault("tojson", json.dumps)
+        self.template = env.from_string(source)
+        self.specials = {
+            k: v if isinstance(v, str) else (v or {}).get("content", "")
+            for k, v in specials.items()
+            if k in ("bos_token", "eos_token")
+        }
+
+    @staticmethod
+    def _raise(message: str) -> None:
+        raise ValueError(message)
+
+    def render(self, messages: list[dict]) -> str:
+        try:
+            return self.template.render(
+                messages=messages, add_generation_prompt=True, **self.specials
+            )
+        except jinja2.TemplateError as exc:
+            raise ValueError(f"chat template failed: {exc}") from exc
+
+
+def parse_messages(raw: str) -> list[dict]:
+    try:
+        messages = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"MESSAGES is not JSON: {exc.msg}") from exc
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("MESSAGES must be a non-empty JSON list")
+    for m in messages:
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
+            raise ValueError("each message needs a string 'role' and 'content'")
+    return messages
+
+
+@dataclass
+class Job:
+    """One chat completion. ``emit(delta, final)`` is called from the engine thread."""
+
+    prompt_ids: np.ndarray
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    emit: Callable[[str, list[int], dict | None], None] = lambda delta, ids, final: None
+    is_cancelled: Callable[[], bool] = lambda: False
+    # engine-thread state
+    text: str = ""
+    sent: int = 0
+    tokens: int = 0
+    pending_ids: list[int] = field(default_factory=list)
+
+    def send(self, delta: str, final: dict | None = None) -> None:
+        ids, self.pending_ids = self.pending_ids, []
+        self.emit(delta, ids, final)
+
+
+class ContinuousBatcher:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.template = ChatTemplate(folder)
+        genai_config = json.loads((folder / "genai_config.json").read_text())
+        self.context_length = int(genai_config["model"]["context_length"])
+        self.capacity = 0
+        self._incoming: queue.Queue[Job] = queue.Queue()
+        self._active: dict[int, tuple[og.Request, int, Job, og.TokenizerStream]] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        # og.Model and og.Engine must be created and driven by one thread: the engine thread.
+        self._thread = threading.Thread(target=self._run, name="llm-engine", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout=120)
+        if self._error is not None:
+            raise RuntimeError(f"LLM engine failed to start: {self._error}")
+
+    # --- called from Triton's thread ----------------------------------------------------
+    def encode_chat(self, messages: list[dict]) -> np.ndarray:
+        prompt = self.template.render(messages)
+        return np.asarray(self.tokenizer.encode(prompt), dtype=np.int32)
+
+    def submit(self, job: Job) -> None:
+        if not self._thread.is_alive():
+            raise RuntimeError("the LLM engine is not running")
+        if len(job.prompt_ids) + job.max_tokens > self.context_length:
+            raise ValueError(
+                f"prompt ({len(job.prompt_ids)} tokens) + max_tokens ({job.max_tokens}) exceeds "
+                f"the context length ({self.context_length})"
+            )
+        self._incoming.put(job)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._incoming.put(Job(np.zeros(0, np.int32), 0))  # wake the thread
+        self._thread.join(timeout=10)
+
+    # --- the engine thread --------------------------------------------------------------
+    def _start(self, job: Job) -> None:
+        request = self.engine.create_request()
+        options = og.TurnOptions(request)
+        options.set_max_generated_tokens(job.max_tokens)
+        options.set_temperature(job.temperature)
+        options.set_do_sample(job.temperature > 0)
+        if job.temperature > 0:
+            options.set_top_p(job.top_p)
+        if job.seed is not None:
+            options.set_seed(job.seed)
+        turn = request.begin_turn(job.prompt_ids, options)
+        self._active[id(request)] = (request, turn, job, self.tokenizer.create_stream())
+
+    def _run(self) -> None:
+        try:
+            self.model = og.Model(str(self.folder))
+            self.tokenizer = og.Tokenizer(self.model)
+            self.engine = og.Engine(self.model)
+            self.capacity = int(self.engine.get_capabilities().configured_max_batch_size) or 1
+            self._buffer = self.engine.create_event_buffer(256)
+        except BaseException as exc:  # reported to the constructor
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._loop()
+        except BaseException:
+            log.exception("LLM engine thread died")
+            self._fail_everything("the LLM engine stopped")
+            raise
+
+    def _fail_everything(self, message: str) -> None:
+        for key in list(self._active):
+            _, _, job, _ = self._active.pop(key)
+            job.send("", {"finish_reason": "error", "error": message})
+        while True:
+            try:
+                job = self._incoming.get_nowait()
+            except queue.Empty:
+                break
+            job.send("", {"finish_reason": "error", "error": message})
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self._active:
+                job = self._incoming.get()
+                if self._stop.is_set():
+                    break
+                self._admit(job)
+            while len(self._active) < self.capacity:
+                try:
+                    self._admit(self._incoming.get_nowait())
+                except queue.Empty:
+                    break
+            for request, turn, job, _ in list(self._active.values()):
+                if job.is_cancelled():
+                    request.cancel_turn(turn)
+            if not self.engine.has_pending_requests():
+                continue
+            try:
+                events = list(self.engine.run(self._buffer))
+            except Exception as exc:
+                log.exception("engine step failed")
+                self._fail_everything(f"engine step failed: {exc}")
+                continue
+            for event in events:
+                self._handle(event)
+
+    def _admit(self, job: Job) -> None:
+        if job.max_tokens <= 0 and len(job.prompt_ids) == 0:
+            return  # the wake-up sentinel
+        try:
+            self._start(job)
+        except Exception as exc:
+            log.exception("could not start a request")
+            job.send(
+                "",
+                {
+                    "finish_reason": "error",
+                    "error": str(exc),
+                    "prompt_tokens": len(job.prompt_ids),
+                    "completion_tokens": 0,
+                },
+            )
+
+    def _handle(self, event: og.EngineEvent) -> None:
+        key = id(event.request)
+        if key not in self._active:
+            return
+        _, _, job, stream = self._active[key]
+        flags = int(event.flags)
+        if flags & int(og.EngineEventFlags.TOKEN) and event.token is not None:
+            job.tokens += 1
+            job.pending_ids.append(int(event.token))
+            job.text += stream.decode(int(event.token))
+            if self._stream_text(key, job):
+                return
+        if flags & (int(og.EngineEventFlags.TURN_FINISHED) | int(og.EngineEventFlags.FAILED)):
+            reason = FINISH.get(event.finish_reason.name, "stop") if event.finish_reason else "stop"
+            self._finish(key, reason, event.usage)
+
+    def _stream_text(self, key: int, job: Job) -> bool:
+        """Send what is safe to send; True if a stop string ended the request."""
+        for stop in job.stop:
+            at = job.text.find(stop, max(0, job.sent - len(stop)))
+            if at != -1:
+                job.text = job.text[:at]
+                request, turn, _, _ = self._active[key]
+                request.cancel_turn(turn)
+                self._finish(key, "stop", None)
+                return True
+        # Hold back a tail that could be the start of a stop string.
+        hold = max((len(s) - 1 for s in job.stop), default=0)
+        safe = len(job.text) - hold
+        if safe > job.sent:
+            job.send(job.text[job.sent : safe])
+            job.sent = safe
+        return False
+
+    def _finish(self, key: int, reason: str, usage: object | None) -> None:
+        request, _, job, _ = self._active.pop(key)
+        if job.sent < len(job.text) and reason != "cancelled":
+            job.send(job.text[job.sent :])
+            job.sent = len(job.text)
+        job.send(
+            "",
+            {
+                "finish_reason": reason,
+                "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or len(job.prompt_ids)),
+                "completion_tokens": int(getattr(usage, "generated_tokens", 0) or job.tokens),
+            },
+        )
+        try:
+            request.close()
+        except Exception:  # the engine may already have released it
+            log.debug("request close failed", exc_info=True)
