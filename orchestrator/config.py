@@ -77,6 +77,9 @@ class Settings(BaseSettings):
         "Face folder or GGUF file (production: a Qwen instruct model).",
     )
     llm_precision: Literal["fp32", "int8", "int4"] = "int4"
+    llm_prompt_tokens: int = Field(
+        1536, ge=64, description="Prompt budget; the oldest history is cut to fit it."
+    )
 
     # --- retrieval ----------------------------------------------------------------------
     embed_model: str = "embed"

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from orchestrator import __version__, metrics
 from orchestrator.api.limits import BodySizeLimit
-from orchestrator.api.routes import documents, health, speech
+from orchestrator.api.routes import chat, documents, health, speech
 from orchestrator.audio import AudioError
 from orchestrator.config import Settings
 from orchestrator.db.engine import make_async_engine, make_sessionmaker
@@ -51,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(speech.router)
+    app.include_router(chat.router)
     app.include_router(documents.router)
     _install_error_handlers(app)
     _install_metrics(app)

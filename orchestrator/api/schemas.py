@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -80,3 +81,36 @@ class TranscriptOut(BaseModel):
     no_speech_prob: float
     duration_s: float
     timings_ms: dict[str, float]
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
+class ChatIn(BaseModel):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=200)
+    system: str | None = Field(None, max_length=20_000, description="Prepended; never truncated.")
+    max_tokens: int = Field(256, ge=1, le=2048)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list, max_length=4)
+    seed: int | None = Field(None, ge=0)
+    stream: bool = False
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_user(cls, value: list[ChatMessage]) -> list[ChatMessage]:
+        if value[-1].role != "user":
+            raise ValueError("the last message must be from the user")
+        if not value[-1].content.strip():
+            raise ValueError("the last message is empty")
+        return value
+
+
+class ChatOut(BaseModel):
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    dropped_messages: int = Field(description="Oldest history messages left out to fit the budget.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
@@ -156,3 +157,90 @@ class TritonGateway:
             language=result.as_numpy("DETECTED_LANGUAGE").reshape(-1)[0].decode(),
             no_speech_prob=float(result.as_numpy("NO_SPEECH").reshape(-1)[0]),
         )
+
+
+@dataclass(frozen=True)
+class ChatChunk:
+    """A streamed delta, or (``finish_reason`` set) the final chunk with token counts."""
+
+    delta: str = ""
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class LlmRequestError(ValueError):
+    """The LLM refused the request (e.g. prompt + max_tokens over the context): HTTP 400."""
+
+
+def _tensor(name: str, dtype: str, value: np.ndarray) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(value.shape), dtype)
+    tensor.set_data_from_numpy(value)
+    return tensor
+
+
+async def chat_stream(
+    gateway: TritonGateway,
+    messages: list[dict],
+    *,
+    max_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+    model: str = "llm",
+) -> AsyncIterator[ChatChunk]:
+    """Stream a chat completion from the decoupled ``llm`` model.
+
+    Closing the iterator early (the HTTP client went away) cancels the gRPC stream, and the
+    model frees the request's slot.
+    """
+    import json
+
+    inputs = [
+        _tensor("MESSAGES", "BYTES", np.array([json.dumps(messages).encode()], dtype=np.object_)),
+        _tensor("MAX_TOKENS", "INT32", np.array([max_tokens], dtype=np.int32)),
+        _tensor("TEMPERATURE", "FP32", np.array([temperature], dtype=np.float32)),
+        _tensor("TOP_P", "FP32", np.array([top_p], dtype=np.float32)),
+    ]
+    if stop:
+        inputs.append(
+            _tensor("STOP", "BYTES", np.array([s.encode() for s in stop], dtype=np.object_))
+        )
+    if seed is not None:
+        inputs.append(_tensor("SEED", "INT64", np.array([seed], dtype=np.int64)))
+
+    async def requests() -> AsyncIterator[dict]:
+        yield {"model_name": model, "inputs": inputs}
+
+    start = time.perf_counter()
+    stream = gateway._client.stream_infer(inputs_iterator=requests())
+    try:
+        async for result, error in stream:
+            if error is not None:
+                message = error.message() if hasattr(error, "message") else str(error)
+                metrics.TRITON_ERRORS.labels(model=model, kind="inference").inc()
+                if message.startswith("llm: "):  # the model rejected this request's content
+                    raise LlmRequestError(message.removeprefix("llm: "))
+                raise TritonInferenceError(f"Triton model {model!r} failed: {message}")
+            delta = result.as_numpy("TEXT")[0].decode("utf-8", "replace")
+            reason = result.as_numpy("FINISH_REASON")[0].decode()
+            if reason:
+                yield ChatChunk(
+                    delta=delta,
+                    finish_reason=reason,
+                    prompt_tokens=int(result.as_numpy("PROMPT_TOKENS")[0]),
+                    completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
+                )
+                return
+            if delta:
+                yield ChatChunk(delta=delta)
+    except InferenceServerException as exc:
+        metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
+        raise TritonUnavailable(f"Triton model {model!r} is unavailable") from exc
+    except grpc.RpcError as exc:
+        metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
+        raise TritonUnavailable(f"Triton at {gateway.url} is unreachable") from exc
+    finally:
+        stream.cancel()
+        metrics.TRITON_LATENCY.labels(model=model).observe(time.perf_counter() - start)

@@ -116,6 +116,9 @@ class ContinuousBatcher:
         genai_config = json.loads((folder / "genai_config.json").read_text())
         self.context_length = int(genai_config["model"]["context_length"])
         self.capacity = 0
+        engine_config = genai_config.get("engine", {})
+        # Per-request seeds (and engine-side stop strings) need the paged-attention engine.
+        self.supports_seed = isinstance(engine_config.get("dynamic_batching"), dict)
         self._incoming: queue.Queue[Job] = queue.Queue()
         self._active: dict[int, tuple[og.Request, int, Job, og.TokenizerStream]] = {}
         self._stop = threading.Event()

@@ -73,6 +73,11 @@ class TritonPythonModel:
                 temperature = float(_scalar(request, "TEMPERATURE", 0.0))
                 top_p = float(_scalar(request, "TOP_P", 1.0))
                 seed = _scalar(request, "SEED", None)
+                if seed is not None and not self.batcher.supports_seed:
+                    raise ValueError(
+                        "SEED is not supported here: ONNX Runtime GenAI seeds requests only in its "
+                        "dynamic-batching (CUDA paged-attention) engine"
+                    )
                 if max_tokens < 1 or not 0.0 <= temperature <= 2.0 or not 0.0 < top_p <= 1.0:
                     raise ValueError(
                         "MAX_TOKENS >= 1, 0 <= TEMPERATURE <= 2 and 0 < TOP_P <= 1 are required"

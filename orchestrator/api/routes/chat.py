@@ -1,0 +1,106 @@
+"""``POST /v1/chat``: text in, the LLM's reply out (JSON, or server-sent events)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import StreamingResponse
+
+from orchestrator.api.deps import SettingsDep, TritonDep
+from orchestrator.api.schemas import ChatIn, ChatOut, ErrorOut
+from orchestrator.chat import PromptTooLong, fit_messages, token_counter
+from orchestrator.triton.client import ChatChunk, LlmRequestError, chat_stream
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+
+
+def _sse(payload: dict | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+@router.post(
+    "/chat",
+    response_model=ChatOut,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"},
+        **{code: {"model": ErrorOut} for code in (400, 422, 502, 503)},
+    },
+)
+async def chat(body: ChatIn, request: Request, triton: TritonDep, settings: SettingsDep) -> object:
+    """Generate a reply. With ``stream: true``, deltas arrive as server-sent events."""
+    messages = [m.model_dump() for m in body.messages]
+    if body.system:
+        messages.insert(0, {"role": "system", "content": body.system})
+    count = token_counter(settings.model_repository / "llm" / "1" / "tokenizer.json")
+    try:
+        fitted, dropped = fit_messages(messages, budget=settings.llm_prompt_tokens, count=count)
+    except PromptTooLong as exc:
+        raise HTTPException(400, str(exc)) from exc
+    params = {
+        "max_tokens": body.max_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "stop": body.stop,
+        "seed": body.seed,
+    }
+    chunks = chat_stream(triton, fitted, **params)
+    if body.stream:
+        first = await _first_chunk(chunks)  # errors before the stream starts stay HTTP errors
+        return StreamingResponse(
+            _events(first, chunks, dropped, request), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )  # fmt: skip
+    text, final = [], ChatChunk()
+    try:
+        async for chunk in chunks:
+            text.append(chunk.delta)
+            final = chunk
+    except LlmRequestError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    return ChatOut(
+        text="".join(text),
+        finish_reason=final.finish_reason,
+        prompt_tokens=final.prompt_tokens,
+        completion_tokens=final.completion_tokens,
+        dropped_messages=dropped,
+    )
+
+
+async def _first_chunk(chunks: AsyncIterator[ChatChunk]) -> ChatChunk | None:
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return None
+    except LlmRequestError as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
+async def _events(
+    first: ChatChunk | None, chunks: AsyncIterator[ChatChunk], dropped: int, request: Request
+) -> AsyncIterator[bytes]:
+    try:
+        chunk = first
+        while chunk is not None:
+            if chunk.delta:
+                yield _sse({"delta": chunk.delta})
+            if chunk.finish_reason:
+                yield _sse(
+                    {
+                        "finish_reason": chunk.finish_reason,
+                        "prompt_tokens": chunk.prompt_tokens,
+                        "completion_tokens": chunk.completion_tokens,
+                        "dropped_messages": dropped,
+                    }
+                )
+                break
+            if await request.is_disconnected():
+                break
+            chunk = await anext(chunks, None)
+        yield _sse("[DONE]")
+    except Exception as exc:  # the stream is open: report the error in-band
+        yield _sse({"error": str(exc)})
+    finally:
+        await chunks.aclose()  # cancels the Triton stream when the client leaves
