@@ -1,5 +1,6 @@
 """The ``embed`` ensemble on a real tritonserver: quality against sentence-transformers."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -79,10 +80,21 @@ def test_concurrent_requests_are_batched_and_correct(grpc, reference, triton):
         stats = grpc.get_inference_statistics("embed_encoder", as_json=True)["model_stats"][0]
         return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
 
-    inferences_before, executions_before = counts()
+    def settled(expected: int | None = None) -> tuple[int, int]:
+        """Triton updates statistics just after responding: wait until they stop moving."""
+        deadline, last = time.monotonic() + 10, counts()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            current = counts()
+            if current == last and (expected is None or current[0] >= expected):
+                return current
+            last = current
+        return last
+
+    inferences_before, executions_before = settled()
     with ThreadPoolExecutor(8) as pool:
         rows = list(pool.map(one, range(len(TEXTS))))
-    inferences_after, executions_after = counts()
+    inferences_after, executions_after = settled(inferences_before + len(TEXTS))
     cosine = (np.stack(rows) * reference).sum(axis=1)
     assert cosine.min() > 0.999
     assert inferences_after - inferences_before == len(TEXTS)
