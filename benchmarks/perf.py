@@ -67,8 +67,36 @@ def _asr_data() -> dict:
     }
 
 
+def _llm_data() -> dict:
+    """Real chat requests (decoupled model: perf_analyzer runs with --streaming)."""
+    questions = [
+        "What is the capital of France?",
+        "Give me three tips for a good night's sleep.",
+        "Summarise the plot of Romeo and Juliet in two sentences.",
+        "What should I pack for a rainy weekend in Lisbon?",
+    ]
+    return {
+        "data": [
+            {
+                "MESSAGES": {
+                    "content": [json.dumps([{"role": "user", "content": q}])],
+                    "shape": [1],
+                },
+                "MAX_TOKENS": {"content": [64], "shape": [1]},
+            }
+            for q in questions
+        ]
+    }
+
+
 # Model name -> builder of perf_analyzer's --input-data JSON (real inputs, not random bytes).
-INPUT_DATA: dict[str, Callable[[], dict]] = {"embed": _embed_data, "asr": _asr_data}
+INPUT_DATA: dict[str, Callable[[], dict]] = {
+    "embed": _embed_data,
+    "asr": _asr_data,
+    "llm": _llm_data,
+}
+# Decoupled (streaming) models: perf_analyzer needs --streaming for them.
+STREAMING = {"llm"}
 
 
 def find_perf_analyzer() -> Path:
@@ -157,7 +185,7 @@ def run_perf(
             csv_path = work / f"c{level}.csv"
             cmd = perf_command(
                 binary, model=model, url=url, concurrency=level, input_data=data,
-                csv_path=csv_path, measurement_ms=measurement_ms,
+                csv_path=csv_path, measurement_ms=measurement_ms, streaming=model in STREAMING,
             )  # fmt: skip
             log.info("perf_analyzer %s at concurrency %d", model, level)
             proc = subprocess.run(
@@ -265,6 +293,31 @@ def asr_cmd(
             f"{r.wer * 100:.1f}%",
             " ".join(f"{x:.3f}" for x in r.runs),
         )
+    Console().print(table)
+    typer.echo(markdown_table(results))
+
+
+@perf_app.command("llm")
+def llm_cmd(
+    repeats: Annotated[int, typer.Option(help="Timed runs per system (median reported).")] = 3,
+    threads: Annotated[int, typer.Option(help="CPU threads for llama.cpp and transformers.")] = 2,
+) -> None:
+    """Triton llm (int4, fp32) vs llama.cpp and transformers: TTFT, decode tokens/s, peak RSS."""
+    from benchmarks.llm import markdown_table, run_benchmark
+    from orchestrator.config import get_settings
+
+    settings = get_settings()
+    results = run_benchmark(
+        settings.cache_dir, settings.data_dir / "bench-llm", repeats=repeats, threads=threads
+    )
+    table = Table(title="LLM: SmolLM2-135M-Instruct, ~200-token prompt, 128 new tokens, greedy")
+    for column in ("system", "TTFT s", "decode tok/s", "vs baseline", "peak RSS MB"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.system, f"{r.ttft_s:.3f}", f"{r.decode_tps:.1f}",
+            f"{r.decode_tps / results[0].decode_tps:.2f}x", f"{r.peak_rss_mb:.0f}",
+        )  # fmt: skip
     Console().print(table)
     typer.echo(markdown_table(results))
 

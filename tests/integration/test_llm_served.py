@@ -6,11 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from benchmarks.llm_client import stream_chat
 from exporters.llm import import_gguf, resolve_source
 from exporters.repository import MODELS, build_repository
 from tests.conftest import make_triton
 from tests.integration.test_llm_export import tiny_model
-from tests.llm_client import stream_chat
 
 LLM_ONLY = tuple(m for m in MODELS if m.name == "llm")
 QUESTIONS = [

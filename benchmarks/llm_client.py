@@ -1,4 +1,4 @@
-"""A small streaming client for the decoupled ``llm`` model, used by the LLM tests."""
+"""A small streaming client for the decoupled ``llm`` model (benchmarks and tests)."""
 
 from __future__ import annotations
 
