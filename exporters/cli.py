@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from exporters.common import copy_export
+from orchestrator.cli_errors import one_line_errors
 from orchestrator.config import get_settings
 
 log = logging.getLogger("june.export")
@@ -20,6 +21,7 @@ repo_app = typer.Typer(help="Build the Triton model repository.", no_args_is_hel
 
 
 @export_app.command("embedder")
+@one_line_errors
 def export_embedder_cmd(
     source: Annotated[
         str,
@@ -29,20 +31,16 @@ def export_embedder_cmd(
     force: Annotated[bool, typer.Option(help="Re-export even if cached.")] = False,
 ) -> None:
     """Sentence embedder (all-MiniLM-L6-v2 by default) -> ONNX with pooling + L2 norm."""
-    from exporters.common import ExportError
     from exporters.embedder import export_embedder
 
-    try:
-        path = export_embedder(source, cache_dir=get_settings().cache_dir, force=force)
-    except ExportError as exc:
-        log.error("%s", exc)
-        raise typer.Exit(1) from exc
+    path = export_embedder(source, cache_dir=get_settings().cache_dir, force=force)
     if out is not None:
         path = copy_export(path, out)
     typer.echo(str(path))
 
 
 @export_app.command("whisper")
+@one_line_errors
 def export_whisper_cmd(
     source: Annotated[
         str,
@@ -66,28 +64,25 @@ def export_whisper_cmd(
     from exporters.trtllm import WhisperEngineSpec, build_whisper_engines
     from exporters.whisper import export_whisper
 
-    try:
-        if target == "gpu":
-            if out is None:
-                raise ExportError("--out is required with --target gpu")
-            path = build_whisper_engines(
-                Path(source), out, convert_script=convert_script, spec=WhisperEngineSpec()
-            )
-        elif target == "cpu":
-            path = export_whisper(
-                source, cache_dir=get_settings().cache_dir, precision=precision, force=force
-            )
-            if out is not None:
-                path = copy_export(path, out)
-        else:
-            raise ExportError(f"unknown target {target!r}: choose cpu or gpu")
-    except ExportError as exc:
-        log.error("%s", exc)
-        raise typer.Exit(1) from exc
+    if target == "gpu":
+        if out is None:
+            raise ExportError("--out is required with --target gpu")
+        path = build_whisper_engines(
+            Path(source), out, convert_script=convert_script, spec=WhisperEngineSpec()
+        )
+    elif target == "cpu":
+        path = export_whisper(
+            source, cache_dir=get_settings().cache_dir, precision=precision, force=force
+        )
+        if out is not None:
+            path = copy_export(path, out)
+    else:
+        raise ExportError(f"unknown target {target!r}: choose cpu or gpu")
     typer.echo(str(path))
 
 
 @export_app.command("llm")
+@one_line_errors
 def export_llm_cmd(
     source: Annotated[
         str,
@@ -114,33 +109,30 @@ def export_llm_cmd(
         require_tool,
     )
 
-    try:
-        if target == "cpu":
-            path = export_llm(
-                source, cache_dir=get_settings().cache_dir, precision=precision, force=force
-            )
-            if out is not None:
-                path = copy_export(path, out)
-        elif target == "gpu":
-            if out is None:
-                raise ExportError("--out is required with --target gpu")
-            require_tensorrt_llm()
-            require_tool("trtllm-build")
-            src, kind = resolve_source(source)
-            hf_dir = import_gguf(src, out / "hf") if kind == "gguf" else src
-            weight_only = {"int8": "int8", "int4": "int4"}.get(precision)
-            path = build_llm_engines(
-                hf_dir, out, architecture_of(hf_dir), LlmEngineSpec(weight_only=weight_only)
-            )
-        else:
-            raise ExportError(f"unknown target {target!r}: choose cpu or gpu")
-    except ExportError as exc:
-        log.error("%s", exc)
-        raise typer.Exit(1) from exc
+    if target == "cpu":
+        path = export_llm(
+            source, cache_dir=get_settings().cache_dir, precision=precision, force=force
+        )
+        if out is not None:
+            path = copy_export(path, out)
+    elif target == "gpu":
+        if out is None:
+            raise ExportError("--out is required with --target gpu")
+        require_tensorrt_llm()
+        require_tool("trtllm-build")
+        src, kind = resolve_source(source)
+        hf_dir = import_gguf(src, out / "hf") if kind == "gguf" else src
+        weight_only = {"int8": "int8", "int4": "int4"}.get(precision)
+        path = build_llm_engines(
+            hf_dir, out, architecture_of(hf_dir), LlmEngineSpec(weight_only=weight_only)
+        )
+    else:
+        raise ExportError(f"unknown target {target!r}: choose cpu or gpu")
     typer.echo(str(path))
 
 
 @repo_app.command("build")
+@one_line_errors
 def build_cmd(
     profile: Annotated[
         str, typer.Option(help="cpu (ONNX Runtime) or gpu (NGC Triton images).")
@@ -159,28 +151,24 @@ def build_cmd(
     ] = None,
 ) -> None:
     """Fill the templates, place the exported artifacts, write manifest.json."""
-    from exporters.repository import RepositoryError, build_repository
+    from exporters.repository import build_repository
 
     settings = get_settings()
     if profile not in ("cpu", "gpu"):
         log.error("unknown profile %r: choose cpu or gpu", profile)
         raise typer.Exit(2)
-    try:
-        path = build_repository(
-            profile=profile,  # type: ignore[arg-type]
-            out=out or settings.model_repository,
-            cache_dir=settings.cache_dir,
-            sources={
-                "embedder": embedder_source,
-                "whisper": asr_source or settings.asr_model,
-                "llm": settings.llm_model,
-            },
-            options={
-                "whisper": {"precision": asr_precision or settings.asr_precision},
-                "llm": {"precision": settings.llm_precision},
-            },
-        )
-    except RepositoryError as exc:
-        log.error("%s", exc)
-        raise typer.Exit(1) from exc
+    path = build_repository(
+        profile=profile,  # type: ignore[arg-type]
+        out=out or settings.model_repository,
+        cache_dir=settings.cache_dir,
+        sources={
+            "embedder": embedder_source,
+            "whisper": asr_source or settings.asr_model,
+            "llm": settings.llm_model,
+        },
+        options={
+            "whisper": {"precision": asr_precision or settings.asr_precision},
+            "llm": {"precision": settings.llm_precision},
+        },
+    )
     typer.echo(str(path))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 import threading
@@ -14,6 +13,7 @@ import typer
 
 from benchmarks.perf import perf_app
 from exporters.cli import export_app, repo_app
+from orchestrator.cli_errors import one_line_errors
 from orchestrator.config import Settings, get_settings
 from orchestrator.log import setup_logging
 
@@ -31,26 +31,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(repo_app, name="repo")
 app.add_typer(export_app, name="export")
 app.add_typer(perf_app, name="bench")
-
-
-def one_line_errors(func: F) -> F:
-    """Known failures end the command with exit code 1 and one line saying what was wrong."""
-    from exporters.common import ExportError
-    from exporters.repository import RepositoryError
-    from orchestrator.db.engine import DatabaseError
-    from orchestrator.triton.launcher import TritonError
-
-    known = (ExportError, RepositoryError, DatabaseError, TritonError, FileNotFoundError)
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except known as exc:
-            log.error("%s", " ".join(str(exc).split()))
-            raise typer.Exit(1) from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 @app.callback()
