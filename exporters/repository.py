@@ -132,21 +132,41 @@ EXPORTERS: dict[str, tuple[Callable[..., Path], str | None]] = {
 }
 
 
-def template_vars(profile: Profile, exports: Exports) -> dict[str, str]:
-    """Every ``${var}`` value for a profile; model facts come from the exports' metadata."""
-    embed = ExportInfo.read(exports.get("embedder")).extra
-    whisper_dir = exports.get("whisper")
-    whisper = json.loads((whisper_dir / "whisper.json").read_text())
+def _embedder_vars(export_dir: Path) -> dict[str, str]:
+    extra = ExportInfo.read(export_dir).extra
+    return {"embed_dim": str(extra["dim"]), "max_seq_length": str(extra["max_seq_length"])}
+
+
+def _whisper_vars(export_dir: Path) -> dict[str, str]:
+    meta = json.loads((export_dir / "whisper.json").read_text())
+    return {
+        "asr_n_mels": str(meta["n_mels"]),
+        "asr_n_frames": str(meta["n_frames"]),
+        "asr_languages": ",".join(sorted(meta["languages"])) or "en",
+        "asr_source": ExportInfo.read(export_dir).source,
+    }
+
+
+def _llm_vars(export_dir: Path) -> dict[str, str]:
+    return {"llm_source": ExportInfo.read(export_dir).source}
+
+
+# Export name -> the ``${var}`` values its metadata provides to the templates.
+EXPORT_VARS: dict[str, Callable[[Path], dict[str, str]]] = {
+    "embedder": _embedder_vars,
+    "whisper": _whisper_vars,
+    "llm": _llm_vars,
+}
+
+
+def template_vars(
+    profile: Profile, exports: Exports, models: tuple[ModelSpec, ...]
+) -> dict[str, str]:
+    """Every ``${var}`` value for the models being built; model facts come from the exports'
+    metadata, and only the exports those models use are made."""
     values = dict(PROFILE_DEFAULTS[profile])
-    values.update(
-        embed_dim=str(embed["dim"]),
-        max_seq_length=str(embed["max_seq_length"]),
-        asr_n_mels=str(whisper["n_mels"]),
-        asr_n_frames=str(whisper["n_frames"]),
-        asr_languages=",".join(sorted(whisper["languages"])) or "en",
-        asr_source=ExportInfo.read(whisper_dir).source,
-        llm_source=ExportInfo.read(exports.get("llm")).source,
-    )
+    for name in sorted({spec.export for spec in models if spec.export}):
+        values.update(EXPORT_VARS[name](exports.get(name)))
     return values
 
 
@@ -239,7 +259,7 @@ def build_repository(
         )
     exports = Exports(cache_dir=cache_dir, sources=dict(sources or {}), options=dict(options or {}))
     try:
-        values = template_vars(profile, exports)
+        values = template_vars(profile, exports, models)
     except ExportError as exc:
         raise RepositoryError(str(exc)) from exc
 
