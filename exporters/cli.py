@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from exporters.common import copy_export
 from orchestrator.cli_errors import one_line_errors
-from orchestrator.config import get_settings
+from orchestrator.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from exporters.repository import Profile
 
 log = logging.getLogger("june.export")
 
@@ -151,14 +154,34 @@ def build_cmd(
     ] = None,
 ) -> None:
     """Fill the templates, place the exported artifacts, write manifest.json."""
-    from exporters.repository import build_repository
-
-    settings = get_settings()
     if profile not in ("cpu", "gpu"):
         log.error("unknown profile %r: choose cpu or gpu", profile)
         raise typer.Exit(2)
-    path = build_repository(
+    path = build_from_settings(
+        get_settings(),
         profile=profile,  # type: ignore[arg-type]
+        out=out,
+        embedder_source=embedder_source,
+        asr_source=asr_source,
+        asr_precision=asr_precision,
+    )
+    typer.echo(str(path))
+
+
+def build_from_settings(
+    settings: Settings,
+    *,
+    profile: Profile | None = None,
+    out: Path | None = None,
+    embedder_source: str | None = None,
+    asr_source: str | None = None,
+    asr_precision: str | None = None,
+) -> Path:
+    """Build the model repository the settings describe (``june serve``, ``june repo build``)."""
+    from exporters.repository import build_repository
+
+    return build_repository(
+        profile=profile or settings.profile,
         out=out or settings.model_repository,
         cache_dir=settings.cache_dir,
         sources={
@@ -171,4 +194,3 @@ def build_cmd(
             "llm": {"precision": settings.llm_precision},
         },
     )
-    typer.echo(str(path))

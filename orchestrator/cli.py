@@ -12,9 +12,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from benchmarks.perf import perf_app
-from exporters.cli import export_app, repo_app
+from exporters.cli import build_from_settings, export_app, repo_app
 from orchestrator.cli_errors import one_line_errors
-from orchestrator.config import Settings, get_settings
+from orchestrator.config import get_settings
 from orchestrator.log import setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,21 +43,6 @@ def main(
     setup_logging(log_level or settings.log_level)
 
 
-def _build_repository(settings: Settings) -> None:
-    from exporters.repository import build_repository
-
-    build_repository(
-        profile=settings.profile,
-        out=settings.model_repository,
-        cache_dir=settings.cache_dir,
-        sources={"whisper": settings.asr_model, "llm": settings.llm_model},
-        options={
-            "whisper": {"precision": settings.asr_precision},
-            "llm": {"precision": settings.llm_precision},
-        },
-    )
-
-
 @app.command()
 @one_line_errors
 def serve(
@@ -74,7 +59,7 @@ def serve(
     updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=updates)
     if build:
-        _build_repository(settings)
+        build_from_settings(settings)
     serve_stack(settings)
 
 
@@ -102,7 +87,7 @@ def triton(
 
     settings = get_settings()
     if build:
-        _build_repository(settings)
+        build_from_settings(settings)
     server = triton_for(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
