@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -45,6 +46,26 @@ class Transcription:
     text: str
     language: str
     no_speech_prob: float
+
+
+@dataclass(frozen=True)
+class ChatChunk:
+    """A streamed delta, or (``finish_reason`` set) the final chunk with token counts."""
+
+    delta: str = ""
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class LlmRequestError(ValueError):
+    """The LLM refused the request (e.g. prompt + max_tokens over the context): HTTP 400."""
+
+
+def _tensor(name: str, dtype: str, value: np.ndarray) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(value.shape), dtype)
+    tensor.set_data_from_numpy(value)
+    return tensor
 
 
 class TritonGateway:
@@ -115,9 +136,7 @@ class TritonGateway:
         for start in range(0, len(order), batch_size):
             batch = [texts[i] for i in order[start : start + batch_size]]
             data = np.array([[t.encode("utf-8")] for t in batch], dtype=np.object_)
-            tensor = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
-            tensor.set_data_from_numpy(data)
-            result = await self._infer(model, [tensor], ["EMBEDDING"])
+            result = await self._infer(model, [_tensor("TEXT", "BYTES", data)], ["EMBEDDING"])
             parts.append(result.as_numpy("EMBEDDING"))
         sorted_vectors = np.concatenate(parts).astype(np.float32, copy=False)
         vectors = np.empty_like(sorted_vectors)
@@ -140,13 +159,12 @@ class TritonGateway:
         self, audio: np.ndarray, *, language: str | None = None, model: str = "asr"
     ) -> Transcription:
         """16 kHz mono float32 audio -> transcript (empty when there is no speech)."""
-        tensor = grpcclient.InferInput("AUDIO", [1, len(audio)], "FP32")
-        tensor.set_data_from_numpy(np.ascontiguousarray(audio, dtype=np.float32)[None])
-        inputs = [tensor]
+        samples = np.ascontiguousarray(audio, dtype=np.float32)[None]
+        inputs = [_tensor("AUDIO", "FP32", samples)]
         if language:
-            lang = grpcclient.InferInput("LANGUAGE", [1, 1], "BYTES")
-            lang.set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
-            inputs.append(lang)
+            inputs.append(
+                _tensor("LANGUAGE", "BYTES", np.array([[language.encode()]], dtype=np.object_))
+            )
         # CPU decoding is roughly real time at worst: allow for the audio's own length.
         timeout = self.timeout_s + len(audio) / 16000
         result = await self._infer(
@@ -158,89 +176,68 @@ class TritonGateway:
             no_speech_prob=float(result.as_numpy("NO_SPEECH").reshape(-1)[0]),
         )
 
+    async def chat_stream(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+        model: str = "llm",
+    ) -> AsyncIterator[ChatChunk]:
+        """Stream a chat completion from the decoupled ``llm`` model.
 
-@dataclass(frozen=True)
-class ChatChunk:
-    """A streamed delta, or (``finish_reason`` set) the final chunk with token counts."""
+        Closing the iterator early (the HTTP client went away) cancels the gRPC stream, and the
+        model frees the request's slot.
+        """
+        inputs = [
+            _tensor(
+                "MESSAGES", "BYTES", np.array([json.dumps(messages).encode()], dtype=np.object_)
+            ),
+            _tensor("MAX_TOKENS", "INT32", np.array([max_tokens], dtype=np.int32)),
+            _tensor("TEMPERATURE", "FP32", np.array([temperature], dtype=np.float32)),
+            _tensor("TOP_P", "FP32", np.array([top_p], dtype=np.float32)),
+        ]
+        if stop:
+            inputs.append(
+                _tensor("STOP", "BYTES", np.array([s.encode() for s in stop], dtype=np.object_))
+            )
+        if seed is not None:
+            inputs.append(_tensor("SEED", "INT64", np.array([seed], dtype=np.int64)))
 
-    delta: str = ""
-    finish_reason: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+        async def requests() -> AsyncIterator[dict]:
+            yield {"model_name": model, "inputs": inputs}
 
-
-class LlmRequestError(ValueError):
-    """The LLM refused the request (e.g. prompt + max_tokens over the context): HTTP 400."""
-
-
-def _tensor(name: str, dtype: str, value: np.ndarray) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, list(value.shape), dtype)
-    tensor.set_data_from_numpy(value)
-    return tensor
-
-
-async def chat_stream(
-    gateway: TritonGateway,
-    messages: list[dict],
-    *,
-    max_tokens: int,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    stop: list[str] | None = None,
-    seed: int | None = None,
-    model: str = "llm",
-) -> AsyncIterator[ChatChunk]:
-    """Stream a chat completion from the decoupled ``llm`` model.
-
-    Closing the iterator early (the HTTP client went away) cancels the gRPC stream, and the
-    model frees the request's slot.
-    """
-    import json
-
-    inputs = [
-        _tensor("MESSAGES", "BYTES", np.array([json.dumps(messages).encode()], dtype=np.object_)),
-        _tensor("MAX_TOKENS", "INT32", np.array([max_tokens], dtype=np.int32)),
-        _tensor("TEMPERATURE", "FP32", np.array([temperature], dtype=np.float32)),
-        _tensor("TOP_P", "FP32", np.array([top_p], dtype=np.float32)),
-    ]
-    if stop:
-        inputs.append(
-            _tensor("STOP", "BYTES", np.array([s.encode() for s in stop], dtype=np.object_))
-        )
-    if seed is not None:
-        inputs.append(_tensor("SEED", "INT64", np.array([seed], dtype=np.int64)))
-
-    async def requests() -> AsyncIterator[dict]:
-        yield {"model_name": model, "inputs": inputs}
-
-    start = time.perf_counter()
-    stream = gateway._client.stream_infer(inputs_iterator=requests())
-    try:
-        async for result, error in stream:
-            if error is not None:
-                message = error.message() if hasattr(error, "message") else str(error)
-                metrics.TRITON_ERRORS.labels(model=model, kind="inference").inc()
-                if message.startswith("llm: "):  # the model rejected this request's content
-                    raise LlmRequestError(message.removeprefix("llm: "))
-                raise TritonInferenceError(f"Triton model {model!r} failed: {message}")
-            delta = result.as_numpy("TEXT")[0].decode("utf-8", "replace")
-            reason = result.as_numpy("FINISH_REASON")[0].decode()
-            if reason:
-                yield ChatChunk(
-                    delta=delta,
-                    finish_reason=reason,
-                    prompt_tokens=int(result.as_numpy("PROMPT_TOKENS")[0]),
-                    completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
-                )
-                return
-            if delta:
-                yield ChatChunk(delta=delta)
-    except InferenceServerException as exc:
-        metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
-        raise TritonUnavailable(f"Triton model {model!r} is unavailable") from exc
-    except grpc.RpcError as exc:
-        metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
-        raise TritonUnavailable(f"Triton at {gateway.url} is unreachable") from exc
-    finally:
-        stream.cancel()
-        metrics.TRITON_LATENCY.labels(model=model).observe(time.perf_counter() - start)
+        start = time.perf_counter()
+        stream = self._client.stream_infer(inputs_iterator=requests())
+        try:
+            async for result, error in stream:
+                if error is not None:
+                    message = error.message() if hasattr(error, "message") else str(error)
+                    metrics.TRITON_ERRORS.labels(model=model, kind="inference").inc()
+                    if message.startswith("llm: "):  # the model rejected this request's content
+                        raise LlmRequestError(message.removeprefix("llm: "))
+                    raise TritonInferenceError(f"Triton model {model!r} failed: {message}")
+                delta = result.as_numpy("TEXT")[0].decode("utf-8", "replace")
+                reason = result.as_numpy("FINISH_REASON")[0].decode()
+                if reason:
+                    yield ChatChunk(
+                        delta=delta,
+                        finish_reason=reason,
+                        prompt_tokens=int(result.as_numpy("PROMPT_TOKENS")[0]),
+                        completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
+                    )
+                    return
+                if delta:
+                    yield ChatChunk(delta=delta)
+        except InferenceServerException as exc:
+            metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
+            raise TritonUnavailable(f"Triton model {model!r} is unavailable") from exc
+        except grpc.RpcError as exc:
+            metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
+            raise TritonUnavailable(f"Triton at {self.url} is unreachable") from exc
+        finally:
+            stream.cancel()
+            metrics.TRITON_LATENCY.labels(model=model).observe(time.perf_counter() - start)

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from orchestrator.api.deps import SettingsDep, TritonDep
 from orchestrator.api.schemas import ChatIn, ChatOut, ErrorOut
 from orchestrator.chat import PromptTooLong, fit_messages, token_counter
-from orchestrator.triton.client import ChatChunk, LlmRequestError, chat_stream
+from orchestrator.triton.client import ChatChunk, LlmRequestError
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
@@ -46,7 +46,7 @@ async def chat(body: ChatIn, request: Request, triton: TritonDep, settings: Sett
         "stop": body.stop,
         "seed": body.seed,
     }
-    chunks = chat_stream(triton, fitted, **params)
+    chunks = triton.chat_stream(fitted, **params)
     if body.stream:
         first = await _first_chunk(chunks)  # errors before the stream starts stay HTTP errors
         return StreamingResponse(
