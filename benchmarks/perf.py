@@ -230,6 +230,17 @@ def summary_table(model: str, rows: list[dict[str, str]]) -> Table:
     return table
 
 
+def show(title: str, columns: list[str], rows: list[list[str]], markdown: str) -> None:
+    """A benchmark's table on the terminal, then the same results as markdown for the README."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    typer.echo(markdown)
+
+
 @perf_app.command("embed")
 def embed_cmd(
     texts: Annotated[int, typer.Option(help="Texts per pass.")] = 256,
@@ -251,18 +262,20 @@ def embed_cmd(
         repeats=repeats,
         threads=threads,
     )
-    table = Table(title="embedding throughput (same run, same machine)")
-    for column in ("system", "median texts/s", "vs baseline", "runs"):
-        table.add_column(column)
-    for r in results:
-        table.add_row(
-            r.system,
-            f"{r.texts_per_s:.1f}",
-            f"{r.texts_per_s / results[0].texts_per_s:.2f}x",
-            " ".join(f"{x:.0f}" for x in r.runs),
-        )
-    Console().print(table)
-    typer.echo(markdown_table(results))
+    show(
+        "embedding throughput (same run, same machine)",
+        ["system", "median texts/s", "vs baseline", "runs"],
+        [
+            [
+                r.system,
+                f"{r.texts_per_s:.1f}",
+                f"{r.texts_per_s / results[0].texts_per_s:.2f}x",
+                " ".join(f"{x:.0f}" for x in r.runs),
+            ]
+            for r in results
+        ],
+        markdown_table(results),
+    )
 
 
 @perf_app.command("asr")
@@ -283,19 +296,21 @@ def asr_cmd(
         repeats=repeats,
         threads=threads,
     )
-    table = Table(title="ASR: RTF (lower is faster) and WER, same clips, same run")
-    for column in ("system", "median RTF", "speed vs baseline", "WER", "runs"):
-        table.add_column(column)
-    for r in results:
-        table.add_row(
-            r.system,
-            f"{r.rtf:.3f}",
-            f"{results[0].rtf / r.rtf:.2f}x",
-            f"{r.wer * 100:.1f}%",
-            " ".join(f"{x:.3f}" for x in r.runs),
-        )
-    Console().print(table)
-    typer.echo(markdown_table(results))
+    show(
+        "ASR: RTF (lower is faster) and WER, same clips, same run",
+        ["system", "median RTF", "speed vs baseline", "WER", "runs"],
+        [
+            [
+                r.system,
+                f"{r.rtf:.3f}",
+                f"{results[0].rtf / r.rtf:.2f}x",
+                f"{r.wer * 100:.1f}%",
+                " ".join(f"{x:.3f}" for x in r.runs),
+            ]
+            for r in results
+        ],
+        markdown_table(results),
+    )
 
 
 @perf_app.command("llm")
@@ -311,16 +326,22 @@ def llm_cmd(
     results = run_benchmark(
         settings.cache_dir, settings.data_dir / "bench-llm", repeats=repeats, threads=threads
     )
-    table = Table(title="LLM: SmolLM2-135M-Instruct, ~200-token prompt, 128 new tokens, greedy")
-    for column in ("system", "TTFT s", "decode tok/s", "vs baseline", "peak RSS MB"):
-        table.add_column(column)
-    for r in results:
-        table.add_row(
-            r.system, f"{r.ttft_s:.3f}", f"{r.decode_tps:.1f}",
-            f"{r.decode_tps / results[0].decode_tps:.2f}x", f"{r.peak_rss_mb:.0f}",
-        )  # fmt: skip
-    Console().print(table)
-    typer.echo(markdown_table(results))
+    show(
+        "LLM: SmolLM2-135M-Instruct, the same chat prompt, 128 new tokens, greedy",
+        ["system", "prompt tokens", "TTFT s", "decode tok/s", "vs baseline", "peak RSS MB"],
+        [
+            [
+                r.system,
+                str(r.prompt_tokens),
+                f"{r.ttft_s:.3f}",
+                f"{r.decode_tps:.1f}",
+                f"{r.decode_tps / results[0].decode_tps:.2f}x",
+                f"{r.peak_rss_mb:.0f}",
+            ]
+            for r in results
+        ],
+        markdown_table(results),
+    )
 
 
 @perf_app.command("perf")
