@@ -119,7 +119,7 @@ class ContinuousBatcher:
         engine_config = genai_config.get("engine", {})
         # Per-request seeds (and engine-side stop strings) need the paged-attention engine.
         self.supports_seed = isinstance(engine_config.get("dynamic_batching"), dict)
-        self._incoming: queue.Queue[Job] = queue.Queue()
+        self._incoming: queue.Queue[Job | None] = queue.Queue()  # None wakes the thread to stop
         self._active: dict[int, tuple[og.Request, int, Job, og.TokenizerStream]] = {}
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -148,7 +148,7 @@ class ContinuousBatcher:
 
     def close(self) -> None:
         self._stop.set()
-        self._incoming.put(Job(np.zeros(0, np.int32), 0))  # wake the thread
+        self._incoming.put(None)
         self._thread.join(timeout=10)
 
     # --- the engine thread --------------------------------------------------------------
@@ -193,7 +193,8 @@ class ContinuousBatcher:
                 job = self._incoming.get_nowait()
             except queue.Empty:
                 break
-            job.send("", {"finish_reason": "error", "error": message})
+            if job is not None:
+                job.send("", {"finish_reason": "error", "error": message})
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -221,9 +222,9 @@ class ContinuousBatcher:
             for event in events:
                 self._handle(event)
 
-    def _admit(self, job: Job) -> None:
-        if job.max_tokens <= 0 and len(job.prompt_ids) == 0:
-            return  # the wake-up sentinel
+    def _admit(self, job: Job | None) -> None:
+        if job is None:  # close() woke us; the loop sees _stop
+            return
         try:
             self._start(job)
         except Exception as exc:
