@@ -83,14 +83,12 @@ class Settings(BaseSettings):
 
     # --- retrieval ----------------------------------------------------------------------
     embed_model: str = "embed"
-    embed_dim: int = 384
     embed_batch_size: int = Field(32, ge=1, le=64)
     chunk_max_words: int = Field(
         120, ge=8, description="Words per chunk (MiniLM reads 256 tokens)."
     )
     chunk_overlap_words: int = Field(20, ge=0)
     max_document_chars: int = Field(1_000_000, gt=0)
-    max_top_k: int = Field(50, ge=1)
 
     # --- Telegram -----------------------------------------------------------------------
     telegram_bot_token: SecretStr | None = Field(
@@ -108,10 +106,6 @@ class Settings(BaseSettings):
     @property
     def triton_grpc_url(self) -> str:
         return f"{self.triton_host}:{self.triton_grpc_port}"
-
-    @property
-    def triton_http_url(self) -> str:
-        return f"http://{self.triton_host}:{self.triton_http_port}"
 
     @property
     def pgdata(self) -> Path:
