@@ -20,7 +20,9 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = parse_model_config(args["model_config"])
         meta = json.loads(
-            artifact_path(args, require_parameter(config, "whisper_meta")).read_text()
+            artifact_path(args, require_parameter(config, "whisper_meta")).read_text(
+                encoding="utf-8"
+            )
         )
         self.features = LogMel(
             np.load(artifact_path(args, require_parameter(config, "mel_filters"))),

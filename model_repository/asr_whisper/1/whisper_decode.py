@@ -48,7 +48,7 @@ class WhisperGreedy:
     def __init__(
         self, folder: Path, *, intra_op_threads: int = 0, max_encoder_batch: int = 4
     ) -> None:
-        self.meta = json.loads((folder / "whisper.json").read_text())
+        self.meta = json.loads((folder / "whisper.json").read_text(encoding="utf-8"))
         options = ort.SessionOptions()
         if intra_op_threads > 0:
             options.intra_op_num_threads = intra_op_threads

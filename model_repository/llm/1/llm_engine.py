@@ -43,9 +43,13 @@ class ChatTemplate:
             raise ValueError(
                 "this model has no chat template (chat_template.jinja); use an instruct model"
             )
-        source = path.read_text()
+        source = path.read_text(encoding="utf-8")
         tokenizer_config = folder / "tokenizer_config.json"
-        specials = json.loads(tokenizer_config.read_text()) if tokenizer_config.is_file() else {}
+        specials = (
+            json.loads(tokenizer_config.read_text(encoding="utf-8"))
+            if tokenizer_config.is_file()
+            else {}
+        )
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = self._raise
         env.filters.setdefault("tojson", json.dumps)
@@ -113,7 +117,7 @@ class ContinuousBatcher:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.template = ChatTemplate(folder)
-        genai_config = json.loads((folder / "genai_config.json").read_text())
+        genai_config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
         self.context_length = int(genai_config["model"]["context_length"])
         self.capacity = 0
         engine_config = genai_config.get("engine", {})
