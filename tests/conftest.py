@@ -50,6 +50,10 @@ def load_backend_module(model: str, module: str) -> ModuleType:
     if not path.exists():
         path = folder / model / "1" / f"{module}.py"
     name = f"june_backend_{model}_{module}"
+    # At serve time the common modules sit beside model.py: make the same imports work.
+    for folder_on_path in (folder / "common", folder / model / "1"):
+        if str(folder_on_path) not in sys.path:
+            sys.path.append(str(folder_on_path))
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)

@@ -114,3 +114,20 @@ class ChatOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     dropped_messages: int = Field(description="Oldest history messages left out to fit the budget.")
+
+
+class SpeakIn(BaseModel):
+    text: str = Field(description="What to say. Longer than tts_max_chars gets 413.")
+    format: Literal["ogg", "wav", "mp3"] | None = Field(
+        None, description="ogg (Opus, as Telegram voice notes), wav or mp3; else from Accept."
+    )
+    pace: float = Field(1.0, ge=0.5, le=2.0, description="1.0 normal; 2.0 twice as fast.")
+    speaker: int | None = Field(None, ge=0, description="Speaker of a multi-speaker voice.")
+    stream: bool = Field(False, description="Send audio sentence by sentence as it is made.")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is empty")
+        return value

@@ -58,6 +58,20 @@ class ChatChunk:
     completion_tokens: int = 0
 
 
+@dataclass(frozen=True)
+class Speech:
+    audio: np.ndarray  # float32 mono in [-1, 1]
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+class TtsRequestError(ValueError):
+    """The TTS model refused the text (too long, bad PACE or SPEAKER): HTTP 4xx."""
+
+
 class LlmRequestError(ValueError):
     """The LLM refused the request (e.g. prompt + max_tokens over the context): HTTP 400."""
 
@@ -174,6 +188,33 @@ class TritonGateway:
             text=result.as_numpy("TRANSCRIPT").reshape(-1)[0].decode("utf-8", "replace"),
             language=result.as_numpy("DETECTED_LANGUAGE").reshape(-1)[0].decode(),
             no_speech_prob=float(result.as_numpy("NO_SPEECH").reshape(-1)[0]),
+        )
+
+    async def synthesize(
+        self,
+        text: str,
+        *,
+        pace: float | None = None,
+        speaker: int | None = None,
+        model: str = "tts_piper",
+    ) -> Speech:
+        """Text -> float32 mono audio at the voice's rate (empty: nothing speakable)."""
+        inputs = [_tensor("TEXT", "BYTES", np.array([text.encode("utf-8")], dtype=np.object_))]
+        if pace is not None:
+            inputs.append(_tensor("PACE", "FP32", np.array([pace], dtype=np.float32)))
+        if speaker is not None:
+            inputs.append(_tensor("SPEAKER", "INT32", np.array([speaker], dtype=np.int32)))
+        try:
+            result = await self._infer(
+                model, inputs, ["AUDIO", "SAMPLE_RATE"], timeout_s=self.timeout_s + len(text) / 20
+            )
+        except TritonInferenceError as exc:
+            if "tts: " in str(exc):  # the model rejected this request's content
+                raise TtsRequestError(str(exc).split("tts: ", 1)[1]) from exc
+            raise
+        return Speech(
+            audio=result.as_numpy("AUDIO").reshape(-1).astype(np.float32, copy=False),
+            sample_rate=int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0]),
         )
 
     async def chat_stream(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from benchmarks.speech import clips, encode_audio, normalise, piper_wav, to_16k, wav_bytes
+from benchmarks.speech import clips, encode_upload, normalise, piper_wav, to_16k, wav_bytes
 
 SENTENCE = "The meeting with the design team starts at ten tomorrow morning."
 
@@ -39,7 +39,7 @@ def wer(text: str, truth: str = SENTENCE) -> float:
     ],
 )
 def test_every_common_format_transcribes(client, speech, fmt, codec, name):
-    r = post(client, encode_audio(speech, fmt=fmt, codec=codec), name)
+    r = post(client, encode_upload(speech, fmt=fmt, codec=codec), name)
     assert r.status_code == 200, r.text
     body = r.json()
     assert wer(body["text"]) <= 0.1, body["text"]

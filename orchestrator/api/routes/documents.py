@@ -37,7 +37,7 @@ async def create_document(
     """Chunk the text, embed the chunks through Triton and store them in pgvector."""
     if len(body.text) > settings.max_document_chars:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status.HTTP_413_CONTENT_TOO_LARGE,
             f"document has {len(body.text)} characters; the limit is {settings.max_document_chars}",
         )
     summary = await store.ingest_document(

@@ -19,7 +19,7 @@ router = APIRouter(tags=["ops"])
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(session: SessionDep, triton: TritonDep, settings: SettingsDep) -> JSONResponse:
     """Triton readiness (the server and every pipeline June calls) and a database round trip."""
-    triton_up = await triton.ready((settings.embed_model, "asr", "llm"))
+    triton_up = await triton.ready((settings.embed_model, "asr", "llm", settings.tts_model))
     try:
         await session.execute(text("SELECT 1"))
         db_up = True

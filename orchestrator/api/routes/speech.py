@@ -1,17 +1,21 @@
-"""Speech endpoints: audio in -> transcript (``asr``)."""
+"""Speech endpoints: audio in -> transcript (``asr``); text in -> audio out (``tts``)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi import APIRouter, File, Form, Header, HTTPException, Response, UploadFile, status
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import metrics
 from orchestrator.api.deps import SettingsDep, TritonDep
-from orchestrator.api.schemas import ErrorOut, TranscriptOut
-from orchestrator.audio import decode_audio
+from orchestrator.api.schemas import ErrorOut, SpeakIn, TranscriptOut
+from orchestrator.audio import OUTPUT_FORMATS, AudioEncoder, OutputFormat, decode_audio
+from orchestrator.triton.client import Speech
+from orchestrator.tts import speak
 
 router = APIRouter(prefix="/v1", tags=["speech"])
 
@@ -23,7 +27,7 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     data = await upload.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status.HTTP_413_CONTENT_TOO_LARGE,
             f"audio file exceeds the limit of {max_bytes} bytes",
         )
     return data
@@ -59,5 +63,119 @@ async def transcribe(
         timings_ms={
             "decode": round((decoded - start) * 1000, 1),
             "transcribe": round((done - decoded) * 1000, 1),
+        },
+    )
+
+
+# Accept media types -> output format; the first acceptable one by q-value wins.
+_MEDIA_TYPES = {
+    "audio/ogg": "ogg",
+    "audio/opus": "ogg",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/*": "ogg",
+    "*/*": "ogg",
+}
+
+
+def choose_format(requested: str | None, accept: str | None) -> OutputFormat:
+    """The body's ``format`` wins; else the Accept header; else OGG/Opus. None fits: 406."""
+    if requested:
+        return OUTPUT_FORMATS[requested]
+    if not accept or not accept.strip():
+        return OUTPUT_FORMATS["ogg"]
+    ranked: list[tuple[float, int, str]] = []
+    for index, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        if media.lower() in _MEDIA_TYPES and q > 0:
+            ranked.append((-q, index, _MEDIA_TYPES[media.lower()]))
+    if not ranked:
+        raise HTTPException(
+            status.HTTP_406_NOT_ACCEPTABLE,
+            "audio is available as audio/ogg (Opus), audio/wav or audio/mpeg",
+        )
+    return OUTPUT_FORMATS[min(ranked)[2]]
+
+
+_NOTHING_TO_SAY = "the text has nothing speakable in it (only emoji, symbols or unknown script)"
+
+
+@router.post(
+    "/speak",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {f.media_type: {} for f in OUTPUT_FORMATS.values()},
+            "description": "The speech, in the chosen format.",
+        },
+        **{code: {"model": ErrorOut} for code in (400, 406, 413, 422, 502, 503)},
+    },
+)
+async def speak_text(
+    body: SpeakIn,
+    triton: TritonDep,
+    settings: SettingsDep,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Synthesise speech. ``stream: true`` sends each sentence's audio as soon as it is made."""
+    if len(body.text) > settings.tts_max_chars:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"text has {len(body.text)} characters; the limit is {settings.tts_max_chars}",
+        )
+    fmt = choose_format(body.format, accept)
+    start = time.perf_counter()
+    sentences = speak(
+        triton, body.text, model=settings.tts_model, pace=body.pace, speaker=body.speaker
+    )
+    first = await anext(sentences, None)
+    if first is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _NOTHING_TO_SAY)
+    metrics.STAGE_LATENCY.labels(stage="synthesize_first").observe(time.perf_counter() - start)
+    encoder = AudioEncoder(fmt, first.sample_rate)
+
+    if body.stream:
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                yield await run_in_threadpool(encoder.write, first.audio)
+                async for speech in sentences:
+                    yield await run_in_threadpool(encoder.write, speech.audio)
+                yield encoder.close()
+            finally:
+                await sentences.aclose()
+
+        return StreamingResponse(
+            chunks(), media_type=fmt.media_type, headers={"X-Sample-Rate": str(first.sample_rate)}
+        )
+
+    pieces: list[Speech] = [first]
+    async for speech in sentences:
+        pieces.append(speech)
+    synthesized = time.perf_counter()
+    for speech in pieces:
+        await run_in_threadpool(encoder.write, speech.audio)
+    encoder.close()
+    done = time.perf_counter()
+    metrics.STAGE_LATENCY.labels(stage="synthesize").observe(synthesized - start)
+    metrics.STAGE_LATENCY.labels(stage="encode").observe(done - synthesized)
+    return Response(
+        encoder.getvalue(),
+        media_type=fmt.media_type,
+        headers={
+            "X-Audio-Seconds": f"{sum(p.seconds for p in pieces):.3f}",
+            "X-Sample-Rate": str(first.sample_rate),
+            "X-Timings-Ms": f"synthesize={(synthesized - start) * 1000:.1f},"
+            f"encode={(done - synthesized) * 1000:.1f}",
         },
     )

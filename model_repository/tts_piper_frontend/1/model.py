@@ -1,0 +1,67 @@
+"""Triton glue for ``tts_piper_frontend``; the logic is in piper_frontend.py and tts_text.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from june_backend import (
+    artifact_path,
+    decode_texts,
+    get_logger,
+    int_parameter,
+    parse_model_config,
+    require_parameter,
+)
+from piper_frontend import PiperFrontend
+
+log = get_logger("tts_piper_frontend")
+
+
+def optional_scalar(request: object, name: str, default: float) -> float:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return default
+    value = tensor.as_numpy().reshape(-1)
+    return float(value[0]) if value.size else default
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = parse_model_config(args["model_config"])
+        self.frontend = PiperFrontend(
+            artifact_path(args, require_parameter(config, "voice_config")),
+            max_chars=int_parameter(config, "max_chars", 5000),
+        )
+        log.info("Piper frontend ready (espeak voice %s)", self.frontend.espeak_voice)
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            try:
+                text = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
+                batch = self.frontend(
+                    text[0] if text else "",
+                    pace=optional_scalar(request, "PACE", 1.0),
+                    speaker=int(optional_scalar(request, "SPEAKER", 0)),
+                )
+                outputs = [
+                    pb_utils.Tensor("PHONEME_IDS", batch.ids),
+                    pb_utils.Tensor("SENTENCE_LENGTHS", batch.lengths),
+                    pb_utils.Tensor("SCALES", batch.scales),
+                    pb_utils.Tensor("SPEAKER_ID", batch.speaker),
+                    pb_utils.Tensor(
+                        "SAMPLE_RATE", np.array([self.frontend.sample_rate], dtype=np.int32)
+                    ),
+                ]
+                responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+            except Exception as exc:  # one bad request must not take the instance down
+                log.warning("frontend failed: %s", exc)
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tts: {exc}"))
+                )
+        return responses

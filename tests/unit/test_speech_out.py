@@ -1,0 +1,91 @@
+"""Audio out: sentence splitting, format negotiation and the incremental encoders."""
+
+import io
+import wave
+
+import numpy as np
+import pytest
+from fastapi import HTTPException
+
+from orchestrator.api.routes.speech import choose_format
+from orchestrator.audio import OUTPUT_FORMATS, AudioEncoder, decode_audio, encode_audio
+from orchestrator.tts import split_sentences
+
+
+def test_split_sentences_keeps_order_and_punctuation():
+    text = 'Sure. "Quoted end." Is it ten?  Yes!\nNew line without stop'
+    assert split_sentences(text) == [
+        "Sure.",
+        '"Quoted end."',
+        "Is it ten?",
+        "Yes!",
+        "New line without stop",
+    ]
+    assert split_sentences("  \n ") == []
+    assert split_sentences("Pi is 3.14 exactly.") == ["Pi is 3.14 exactly."]
+
+
+def test_split_sentences_cuts_long_ones_at_clauses_then_words():
+    long = ", ".join(f"clause number {i} goes here" for i in range(20)) + "."
+    pieces = split_sentences(long, max_chars=80)
+    assert all(len(p) <= 80 for p in pieces)
+    assert " ".join(pieces) == long
+    words = " ".join(["word"] * 100)
+    assert all(len(p) <= 50 for p in split_sentences(words, max_chars=50))
+    assert " ".join(split_sentences(words, max_chars=50)) == words
+
+
+@pytest.mark.parametrize(
+    ("requested", "accept", "expected"),
+    [
+        ("wav", "audio/mpeg", "wav"),  # the body wins
+        (None, None, "ogg"),
+        (None, "*/*", "ogg"),
+        (None, "audio/mpeg", "mp3"),
+        (None, "audio/x-wav", "wav"),
+        (None, "audio/wav;q=0.5, audio/mpeg;q=0.9", "mp3"),
+        (None, "text/html, audio/ogg; codecs=opus", "ogg"),
+        (None, "audio/mpeg;q=0, audio/*", "ogg"),
+    ],
+)
+def test_choose_format(requested, accept, expected):
+    assert choose_format(requested, accept).name == expected
+
+
+def test_choose_format_refuses_what_it_cannot_make():
+    with pytest.raises(HTTPException) as info:
+        choose_format(None, "text/html, application/json")
+    assert info.value.status_code == 406
+
+
+@pytest.fixture(scope="module")
+def tone() -> np.ndarray:
+    t = np.arange(22050 * 2) / 22050
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", sorted(OUTPUT_FORMATS))
+def test_encoded_audio_decodes_to_the_same_length(fmt, tone):
+    data = encode_audio(tone, rate=22050, fmt=fmt)
+    back = decode_audio(data, max_seconds=10)
+    assert abs(len(back) / 16000 - 2.0) < 0.1  # MP3 pads a frame at most
+
+
+@pytest.mark.parametrize("fmt", ["ogg", "mp3", "wav"])
+def test_encoder_hands_over_bytes_before_the_end(fmt, tone):
+    encoder = AudioEncoder(OUTPUT_FORMATS[fmt], 22050)
+    first = encoder.write(tone[:22050])
+    second = encoder.write(tone[22050:])
+    rest = encoder.close()
+    assert len(first) > 1000 and len(second) > 1000  # streamable: not all held to the end
+    assert abs(len(decode_audio(first + second + rest, max_seconds=10)) / 16000 - 2.0) < 0.1
+
+
+def test_wav_whole_has_sizes_and_streamed_wav_says_unknown(tone):
+    whole = encode_audio(tone, rate=22050, fmt="wav")
+    with wave.open(io.BytesIO(whole)) as w:
+        assert (w.getframerate(), w.getnframes()) == (22050, len(tone))
+    encoder = AudioEncoder(OUTPUT_FORMATS["wav"], 22050)
+    head = encoder.write(tone)
+    assert head[4:8] == b"\xff\xff\xff\xff"
+    assert head[head.find(b"data") + 4 :][:4] == b"\xff\xff\xff\xff"
