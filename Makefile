@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Debian packages: libb64-0d for perf_analyzer, espeak-ng for test speech.
 DEB_PACKAGES := libb64-0d espeak-ng
 
-.PHONY: serve test lint format system-deps install-serve install-dev install-bench clean
+.PHONY: serve test lint format system-deps install-serve install-dev install-bench nemo-env clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ install-serve: $(VENV)/.stamp-export system-deps
 install-dev: $(VENV)/.stamp-dev system-deps
 install-bench: $(VENV)/.stamp-bench system-deps
 
+# NeMo (FastPitch + HiFi-GAN export) needs numpy 2, so it gets its own environment,
+# created once in the cache (~/.cache/june/venvs); a no-op when it exists.
+nemo-env: $(VENV)/.stamp-export
+	$(BIN)/june export nemo-env
+
 system-deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -50,7 +55,7 @@ system-deps:
 serve: install-serve
 	$(BIN)/june serve
 
-test: install-dev lint
+test: install-dev nemo-env lint
 	$(BIN)/pytest
 
 lint: $(VENV)/.stamp-dev

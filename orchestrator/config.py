@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +118,14 @@ class Settings(BaseSettings):
         if "chunk_max_words" in data and v >= data["chunk_max_words"]:
             raise ValueError("chunk_overlap_words must be smaller than chunk_max_words")
         return v
+
+    @model_validator(mode="after")
+    def _tts_checkpoints_in_pairs(self) -> Settings:
+        if (self.tts_acoustic is None) != (self.tts_vocoder is None):
+            raise ValueError(
+                "set both tts_acoustic (FastPitch) and tts_vocoder (HiFi-GAN), or neither"
+            )
+        return self
 
     @property
     def tts_model(self) -> str:

@@ -86,16 +86,43 @@ def whisper_export(cache_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fastpitch_checkpoints(cache_dir: Path) -> tuple[Path, Path]:
+    """FastPitch + HiFi-GAN .nemo files, real architecture, random weights (tiny sizes)."""
+    from exporters.tts import random_checkpoints
+
+    return random_checkpoints("tiny", cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def fastpitch_export(cache_dir: Path, fastpitch_checkpoints: tuple[Path, Path]) -> Path:
+    from exporters.tts import export_tts
+
+    acoustic, vocoder = fastpitch_checkpoints
+    return export_tts(acoustic, vocoder, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
 def model_repo(
     tmp_path_factory: pytest.TempPathFactory,
     cache_dir: Path,
     embedder_export: Path,
     whisper_export: Path,
+    fastpitch_checkpoints: tuple[Path, Path],
+    fastpitch_export: Path,
 ) -> Path:
-    from exporters.repository import build_repository
+    """Every model: the embedded defaults, plus the FastPitch ensemble (random weights)."""
+    from exporters.repository import FASTPITCH_MODELS, MODELS, build_repository
 
+    acoustic, vocoder = fastpitch_checkpoints
     out = tmp_path_factory.mktemp("repo") / "model_repository"
-    return build_repository(profile="cpu", out=out, cache_dir=cache_dir)
+    return build_repository(
+        profile="cpu",
+        out=out,
+        cache_dir=cache_dir,
+        sources={"tts": str(acoustic)},
+        options={"tts": {"vocoder": str(vocoder)}},
+        models=MODELS + FASTPITCH_MODELS,
+    )
 
 
 def make_triton(repo: Path, runtime_dir: Path) -> TritonServer:

@@ -74,3 +74,11 @@ def get_logger(name: str) -> logging.Logger:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     return logger
+
+
+def scalar_or(tensor: Any, default: float) -> float:
+    """The first value of an optional input tensor (``None`` when the client left it out)."""
+    if tensor is None:
+        return default
+    value = tensor.as_numpy().reshape(-1)
+    return float(value[0]) if value.size else default

@@ -29,3 +29,13 @@ def test_invalid_values_are_rejected(monkeypatch):
     monkeypatch.delenv("JUNE_PORT")
     with pytest.raises(ValidationError, match="chunk_overlap_words"):
         Settings(chunk_max_words=10, chunk_overlap_words=10)
+
+
+def test_tts_checkpoints_come_in_pairs(tmp_path):
+    assert Settings(_env_file=None).tts_model == "tts_piper"
+    both = Settings(
+        _env_file=None, tts_acoustic=tmp_path / "a.nemo", tts_vocoder=tmp_path / "v.nemo"
+    )
+    assert both.tts_model == "tts"
+    with pytest.raises(ValueError, match="set both tts_acoustic"):
+        Settings(_env_file=None, tts_acoustic=tmp_path / "a.nemo")

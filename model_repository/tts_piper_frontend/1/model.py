@@ -16,18 +16,11 @@ from june_backend import (
     int_parameter,
     parse_model_config,
     require_parameter,
+    scalar_or,
 )
 from piper_frontend import PiperFrontend
 
 log = get_logger("tts_piper_frontend")
-
-
-def optional_scalar(request: object, name: str, default: float) -> float:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        return default
-    value = tensor.as_numpy().reshape(-1)
-    return float(value[0]) if value.size else default
 
 
 class TritonPythonModel:
@@ -46,8 +39,10 @@ class TritonPythonModel:
                 text = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
                 batch = self.frontend(
                     text[0] if text else "",
-                    pace=optional_scalar(request, "PACE", 1.0),
-                    speaker=int(optional_scalar(request, "SPEAKER", 0)),
+                    pace=scalar_or(pb_utils.get_input_tensor_by_name(request, "PACE"), 1.0),
+                    speaker=int(
+                        scalar_or(pb_utils.get_input_tensor_by_name(request, "SPEAKER"), 0)
+                    ),
                 )
                 outputs = [
                     pb_utils.Tensor("PHONEME_IDS", batch.ids),
