@@ -89,11 +89,20 @@ def _llm_data() -> dict:
     }
 
 
+def _tts_data() -> dict:
+    """Reply-sized sentences, as the orchestrator sends them (one sentence per request)."""
+    from benchmarks.speech import TTS_SENTENCES
+
+    return {"data": [{"TEXT": {"content": [s], "shape": [1]}} for s in TTS_SENTENCES[:6]]}
+
+
 # Model name -> builder of perf_analyzer's --input-data JSON (real inputs, not random bytes).
 INPUT_DATA: dict[str, Callable[[], dict]] = {
     "embed": _embed_data,
     "asr": _asr_data,
     "llm": _llm_data,
+    "tts": _tts_data,
+    "tts_piper": _tts_data,
 }
 # Decoupled (streaming) models: perf_analyzer needs --streaming for them.
 STREAMING = {"llm"}
@@ -344,6 +353,33 @@ def llm_cmd(
     )
 
 
+@perf_app.command("tts")
+def tts_cmd(
+    repeats: Annotated[int, typer.Option(help="Timed passes per system (median reported).")] = 3,
+) -> None:
+    """Triton tts_piper vs piper-tts standalone, and the FastPitch ensemble: RTF, first audio."""
+    from benchmarks.tts import markdown_table, run_benchmark
+    from orchestrator.config import get_settings
+
+    settings = get_settings()
+    results = run_benchmark(settings.cache_dir, settings.data_dir / "bench-tts", repeats=repeats)
+    show(
+        "TTS: the same 20 sentences; first audio of a three-sentence reply (same run)",
+        ["system", "median RTF", "time vs baseline", "first audio s", "runs"],
+        [
+            [
+                r.system,
+                f"{r.rtf:.3f}",
+                f"{r.rtf / results[0].rtf:.2f}x",
+                f"{r.first_audio_s:.3f}",
+                " ".join(f"{x:.3f}" for x in r.runs),
+            ]
+            for r in results
+        ],
+        markdown_table(results),
+    )
+
+
 @perf_app.command("perf")
 def perf_cmd(
     model: Annotated[str, typer.Argument(help="Model or ensemble name, e.g. embed.")],
@@ -361,10 +397,14 @@ def perf_cmd(
     except ValueError:
         log.error("--concurrency must be comma-separated integers, got %r", concurrency)
         raise typer.Exit(2) from None
+    settings = get_settings()
+    if model == "tts" and settings.tts_model != "tts":
+        log.info("tts: measuring %s, the voice this stack speaks with", settings.tts_model)
+        model = settings.tts_model
     try:
         out, rows = run_perf(
             model,
-            url=url or get_settings().triton_grpc_url,
+            url=url or settings.triton_grpc_url,
             concurrency=levels,
             measurement_ms=measurement_ms,
         )

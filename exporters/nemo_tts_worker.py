@@ -202,6 +202,20 @@ def _hifigan_config(size: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def _speech_like_durations(model: Any, frames_per_token: int = 6) -> None:
+    """Random weights predict durations near zero: almost no frames, a meaningless speed
+    test. Make every token last ``frames_per_token`` mel frames (6 x 256 samples at 22 kHz,
+    about 70 ms per character: ordinary speech), so the vocoder has real work to do."""
+    import math
+
+    import torch
+
+    fc = model.fastpitch.duration_predictor.fc
+    with torch.no_grad():
+        fc.weight.zero_()
+        fc.bias.fill_(math.log(1 + frames_per_token))
+
+
 def make_random(size_name: str, out: Path, seed: int) -> dict[str, Any]:
     import torch
     from nemo.collections.tts.models import FastPitchModel, HifiGanModel
@@ -219,6 +233,8 @@ def make_random(size_name: str, out: Path, seed: int) -> dict[str, Any]:
         cls.setup_training_data = lambda self, cfg: None  # type: ignore[method-assign]
         cls.setup_validation_data = lambda self, cfg: None  # type: ignore[method-assign]
         model = cls(cfg=OmegaConf.create(config)).eval()
+        if name == "fastpitch":
+            _speech_like_durations(model)
         path = out / f"{name}.nemo"
         model.save_to(str(path))
         made[name] = {"path": str(path), "parameters": sum(p.numel() for p in model.parameters())}
