@@ -149,3 +149,15 @@ def test_concurrent_requests_all_answer(grpc):
     log.info("6 requests at concurrency 4: %.2f s", time.perf_counter() - start)
     assert all(a.size > 22050 for a in audios)
     assert all(np.isfinite(a).all() and np.abs(a).max() <= 1.0 for a in audios)
+
+
+def test_streamed_speech_arrives_sentence_by_sentence(client):
+    text = "First sentence here. Second sentence follows. The third one ends it."
+    with client.stream("POST", "/v1/speak", json={"text": text, "stream": True}) as r:
+        assert r.status_code == 200
+        chunks = [chunk for chunk in r.iter_bytes() if chunk]
+    assert len(chunks) >= 3  # one piece per sentence, then the encoder's tail
+    assert chunks[0].startswith(b"OggS")
+    first = decode_audio(chunks[0], max_seconds=60)  # playable on its own
+    whole = decode_audio(b"".join(chunks), max_seconds=60)
+    assert 0.5 < len(first) / 16000 < len(whole) / 16000
