@@ -380,6 +380,32 @@ def tts_cmd(
     )
 
 
+@perf_app.command("voice-turn")
+def voice_turn_cmd(
+    runs: Annotated[int, typer.Option(help="Turns per mode (median reported).")] = 10,
+) -> None:
+    """A ~5 s spoken question to a spoken answer over HTTP: first and last audio byte."""
+    from benchmarks.voice_turn import markdown_tables, run_benchmark
+    from orchestrator.config import get_settings
+
+    settings = get_settings()
+    results = run_benchmark(settings.cache_dir, settings.data_dir / "bench-voice", runs=runs)
+    show(
+        "Voice turn: the same spoken question, new conversation each run (same run)",
+        ["mode", "first audio byte s", "vs baseline", "last byte s"],
+        [
+            [
+                r.mode,
+                f"{r.first:.2f}",
+                f"{r.first / results[0].first:.2f}x",
+                f"{r.last:.2f}",
+            ]
+            for r in results
+        ],
+        markdown_tables(results),
+    )
+
+
 @perf_app.command("perf")
 def perf_cmd(
     model: Annotated[str, typer.Argument(help="Model or ensemble name, e.g. embed.")],

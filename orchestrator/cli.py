@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from sqlalchemy.orm import Session
 
 from benchmarks.perf import perf_app
 from exporters.cli import build_from_settings, export_app, repo_app
@@ -27,7 +30,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 app.add_typer(repo_app, name="repo")
 app.add_typer(export_app, name="export")
 app.add_typer(perf_app, name="bench")
@@ -126,6 +131,82 @@ def db_url() -> None:
     from orchestrator.db.engine import EmbeddedPostgres
 
     typer.echo(EmbeddedPostgres(Path(settings.pgdata)).start())
+
+
+@contextmanager
+def _db_session() -> Iterator[Session]:
+    """A session on the migrated database (the embedded one is started if needed)."""
+    from contextlib import ExitStack
+
+    from orchestrator.db.engine import make_sync_engine
+    from orchestrator.db.migrate import upgrade
+    from orchestrator.stack import start_database
+
+    with ExitStack() as stack:
+        url = start_database(get_settings(), stack)
+        upgrade(url)
+        engine = make_sync_engine(url)
+        try:
+            with Session(engine) as session:
+                yield session
+        finally:
+            engine.dispose()
+
+
+@keys_app.command("create")
+@one_line_errors
+def keys_create(
+    user: Annotated[str, typer.Option(help="The user the key acts for.")],
+    name: Annotated[str, typer.Option(help="A label, e.g. the client's name.")] = "default",
+    admin: Annotated[
+        bool, typer.Option(help="May store shared documents (visible to every user).")
+    ] = False,
+) -> None:
+    """Make a key and print it. It is shown only now; June keeps only its hash."""
+    from orchestrator.auth import create_key
+
+    with _db_session() as session:
+        new = create_key(session, user_id=user, name=name, is_admin=admin)
+    log.info("created key %s for user %r (%s)", new.id, new.user_id, new.name)
+    typer.echo(new.key)
+
+
+@keys_app.command("list")
+@one_line_errors
+def keys_list() -> None:
+    """Every key: id, prefix, user, name, admin, created, revoked."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestrator.auth import list_keys
+
+    table = Table("id", "prefix", "user", "name", "admin", "created", "revoked")
+    with _db_session() as session:
+        for key in list_keys(session):
+            table.add_row(
+                str(key.id),
+                key.prefix + "...",
+                key.user_id,
+                key.name,
+                "yes" if key.is_admin else "",
+                f"{key.created_at:%Y-%m-%d %H:%M}",
+                f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
+            )
+    # Piped (scripts, tests): wide enough that no column is cut.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@keys_app.command("revoke")
+@one_line_errors
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id, or the prefix `june keys list` shows.")],
+) -> None:
+    """Revoke a key: requests with it get 401 from now on."""
+    from orchestrator.auth import revoke_key
+
+    with _db_session() as session:
+        row = revoke_key(session, key.removesuffix("..."))
+        log.info("revoked key %s of user %r", row.id, row.user_id)
 
 
 if __name__ == "__main__":

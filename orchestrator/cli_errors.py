@@ -17,10 +17,18 @@ def one_line_errors(func: F) -> F:
     """Turn June's own error types into ``exit 1`` plus one log line (no traceback)."""
     from exporters.common import ExportError
     from exporters.repository import RepositoryError
+    from orchestrator.auth import KeyAdminError
     from orchestrator.db.engine import DatabaseError
     from orchestrator.triton.launcher import TritonError
 
-    known = (ExportError, RepositoryError, DatabaseError, TritonError, FileNotFoundError)
+    known = (
+        ExportError,
+        RepositoryError,
+        DatabaseError,
+        TritonError,
+        KeyAdminError,
+        FileNotFoundError,
+    )
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -97,6 +97,15 @@ class Settings(BaseSettings):
         5000, ge=1, description="Longest text synthesised in one request; longer gets 413."
     )
 
+    # --- the voice turn -----------------------------------------------------------------
+    rag_top_k: int = Field(3, ge=1, le=20, description="Passages retrieved for each turn.")
+    rag_min_score: float = Field(
+        0.25, ge=-1.0, le=1.0, description="Passages below this cosine similarity are left out."
+    )
+    turn_max_tokens: int = Field(
+        96, ge=8, le=1024, description="Longest spoken reply, in tokens (voice replies are short)."
+    )
+
     # --- retrieval ----------------------------------------------------------------------
     embed_model: str = "embed"
     embed_batch_size: int = Field(32, ge=1, le=64)
@@ -105,6 +114,14 @@ class Settings(BaseSettings):
     )
     chunk_overlap_words: int = Field(20, ge=0)
     max_document_chars: int = Field(1_000_000, gt=0)
+
+    # --- clients ------------------------------------------------------------------------
+    rate_limit_per_minute: int = Field(
+        60, ge=1, description="Requests a minute per API key; more get 429 with Retry-After."
+    )
+    rate_limit_burst: int | None = Field(
+        None, ge=1, description="Requests a key may make at once (default: a minute's worth)."
+    )
 
     # --- Telegram -----------------------------------------------------------------------
     telegram_bot_token: SecretStr | None = Field(

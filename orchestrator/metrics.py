@@ -24,3 +24,8 @@ STAGE_LATENCY = Histogram(
     ["stage"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+TURN_ERRORS = Counter(
+    "june_turn_errors_total",
+    "Voice/text turns that ended without an answer, by kind (no_speech, stream, ...).",
+    ["kind"],
+)

@@ -169,14 +169,41 @@ def settings(triton: TritonServer, database_url: str) -> Settings:
         max_request_bytes=8 * 1024 * 1024,
         max_audio_bytes=4 * 1024 * 1024,
         max_audio_seconds=120,
+        rate_limit_per_minute=100_000,  # the whole suite shares one key
     )
 
 
+def make_key(database_url: str, user: str, *, admin: bool = False) -> str:
+    """A real API key for ``user``, made the way ``june keys create`` makes one."""
+    from sqlalchemy.orm import Session
+
+    from orchestrator.auth import create_key
+    from orchestrator.db.engine import make_sync_engine
+
+    engine = make_sync_engine(database_url)
+    try:
+        with Session(engine) as session:
+            return create_key(session, user_id=user, name="tests", is_admin=admin).key
+    finally:
+        engine.dispose()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
 @pytest.fixture(scope="session")
-def client(settings: Settings) -> Iterator:
+def api_key(database_url: str) -> str:
+    """The default test user's key (an admin, so tests may store shared documents)."""
+    return make_key(database_url, "tester", admin=True)
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings, api_key: str) -> Iterator:
+    """The orchestrator app, called with the default test user's key."""
     from fastapi.testclient import TestClient
 
     from orchestrator.api.app import create_app
 
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), headers=bearer(api_key)) as c:
         yield c

@@ -7,18 +7,21 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response, status
+from fastapi import Depends, FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from orchestrator import __version__, metrics
+from orchestrator.api.deps import require_key
 from orchestrator.api.limits import BodySizeLimit
-from orchestrator.api.routes import chat, documents, health, speech
+from orchestrator.api.routes import chat, documents, health, speech, voice
 from orchestrator.audio import AudioError
+from orchestrator.auth import RateLimiter
 from orchestrator.config import Settings
 from orchestrator.db.engine import make_async_engine, make_sessionmaker
 from orchestrator.triton.client import TritonGateway, TritonInferenceError, TritonUnavailable
+from orchestrator.turn import VoiceTurn
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,13 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.rate_limiter = RateLimiter(
+            settings.rate_limit_per_minute, burst=settings.rate_limit_burst
+        )
         app.state.triton = TritonGateway(
             settings.triton_grpc_url, timeout_s=settings.triton_request_timeout_s
         )
+        app.state.voice_turn = VoiceTurn(settings, app.state.triton, app.state.sessionmaker)
         try:
             yield
         finally:
@@ -49,10 +56,12 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Voice assistant orchestrator: RAG, conversation state and bot I/O.",
         lifespan=lifespan,
     )
+    keyed = [Depends(require_key)]  # every endpoint but /health needs an API key
     app.include_router(health.router)
-    app.include_router(speech.router)
-    app.include_router(chat.router)
-    app.include_router(documents.router)
+    app.include_router(speech.router, dependencies=keyed)
+    app.include_router(chat.router, dependencies=keyed)
+    app.include_router(documents.router, dependencies=keyed)
+    app.include_router(voice.router, dependencies=keyed)
     _install_error_handlers(app)
     _install_metrics(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
 def _clean_text(value: str) -> str:
@@ -21,6 +21,7 @@ class DocumentIn(BaseModel):
     title: str = Field(min_length=1, max_length=300, examples=["Office hours"])
     text: str = Field(min_length=1, description="Plain text; chunked and embedded on ingest.")
     source: str | None = Field(None, max_length=2000, description="Where the text came from.")
+    shared: bool = Field(False, description="Readable by every user (admin keys only).")
 
     _clean_title = field_validator("title")(_clean_text)
     _clean_body = field_validator("text")(_clean_text)
@@ -33,6 +34,7 @@ class DocumentOut(BaseModel):
     n_chars: int
     n_chunks: int
     created_at: datetime
+    shared: bool
 
 
 class DocumentList(BaseModel):
@@ -89,7 +91,21 @@ class ChatMessage(BaseModel):
 
 
 class ChatIn(BaseModel):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=200)
+    """Either ``messages`` (the model alone, no memory or retrieval) or ``text`` (a turn)."""
+
+    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=200)
+    text: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4000,
+        description="A turn, as /v1/voice runs it but typed: retrieval from the caller's and "
+        "shared documents, the conversation's memory, and a stored turn.",
+    )
+    conversation_id: uuid.UUID | None = Field(None, description="With text: continue it.")
+    request_id: str | None = Field(None, max_length=128, description="With text: idempotency.")
+    audio: Literal["ogg", "wav", "mp3"] | None = Field(
+        None, description="With text: also speak the reply in this format."
+    )
     system: str | None = Field(None, max_length=20_000, description="Prepended; never truncated.")
     max_tokens: int = Field(256, ge=1, le=2048)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
@@ -98,9 +114,19 @@ class ChatIn(BaseModel):
     seed: int | None = Field(None, ge=0)
     stream: bool = False
 
+    @model_validator(mode="after")
+    def _messages_or_text(self) -> ChatIn:
+        if (self.messages is None) == (self.text is None):
+            raise ValueError("send either messages (a plain chat) or text (a turn), not both")
+        if self.text is not None and not self.text.strip():
+            raise ValueError("text is empty")
+        return self
+
     @field_validator("messages")
     @classmethod
-    def _ends_with_user(cls, value: list[ChatMessage]) -> list[ChatMessage]:
+    def _ends_with_user(cls, value: list[ChatMessage] | None) -> list[ChatMessage] | None:
+        if value is None:
+            return value
         if value[-1].role != "user":
             raise ValueError("the last message must be from the user")
         if not value[-1].content.strip():
@@ -131,3 +157,69 @@ class SpeakIn(BaseModel):
         if not value.strip():
             raise ValueError("text is empty")
         return value
+
+
+class SourceOut(BaseModel):
+    ref: int = Field(description="The [n] the prompt numbered this passage with.")
+    document_id: str
+    title: str
+    score: float
+    text: str = Field("", description="The passage (empty when a stored turn is replayed).")
+
+
+class TurnAudio(BaseModel):
+    format: str
+    media_type: str
+    base64: str
+
+
+class TurnOut(BaseModel):
+    conversation_id: uuid.UUID
+    turn_id: uuid.UUID
+    request_id: str
+    transcript: str = Field(description="What the user said (or typed).")
+    reply: str
+    sources: list[SourceOut]
+    timings_ms: dict[str, float]
+    models: dict[str, str]
+    replayed: bool = Field(False, description="True when a retried request id found its turn.")
+    audio: TurnAudio | None = None
+
+
+class StoredTurn(BaseModel):
+    turn_id: uuid.UUID
+    request_id: str
+    ordinal: int
+    transcript: str
+    reply: str
+    sources: list[dict]
+    timings_ms: dict[str, float]
+    models: dict[str, str]
+    created_at: datetime
+
+
+class ConversationOut(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    turns: list[StoredTurn]
+
+    @classmethod
+    def from_rows(cls, conversation: Any, turns: list[Any]) -> ConversationOut:
+        return cls(
+            id=conversation.id,
+            created_at=conversation.created_at,
+            turns=[
+                StoredTurn(
+                    turn_id=t.id,
+                    request_id=t.request_id,
+                    ordinal=t.ordinal,
+                    transcript=t.transcript,
+                    reply=t.reply,
+                    sources=t.sources,
+                    timings_ms=t.timings_ms,
+                    models=t.models,
+                    created_at=t.created_at,
+                )
+                for t in turns
+            ],
+        )

@@ -11,13 +11,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import ColumnElement, delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator import metrics
 from orchestrator.db.models import Chunk, Document
 from orchestrator.rag.chunking import chunk_text
 from orchestrator.triton.client import TritonGateway
+
+
+def visible_to(user_id: str) -> ColumnElement[bool]:
+    """The documents a user may read: their own, and the shared ones (no owner)."""
+    return or_(Document.owner_id == user_id, Document.owner_id.is_(None))
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class DocumentSummary:
     n_chars: int
     n_chunks: int
     created_at: datetime
+    shared: bool
 
 
 async def ingest_document(
@@ -47,6 +53,7 @@ async def ingest_document(
     title: str,
     text_: str,
     source: str | None = None,
+    owner_id: str | None,
     max_words: int = 120,
     overlap_words: int = 20,
     batch_size: int = 32,
@@ -54,6 +61,7 @@ async def ingest_document(
     """Chunk, embed through Triton and store a document, all or nothing.
 
     Embedding happens before anything is written, so a Triton failure stores nothing.
+    ``owner_id`` None stores a shared document, which every user's search reads.
     """
     chunks = chunk_text(text_, max_words=max_words, overlap_words=overlap_words)
     if not chunks:
@@ -64,6 +72,7 @@ async def ingest_document(
         source=source,
         n_chars=len(text_),
         content_sha256=hashlib.sha256(text_.encode("utf-8")).hexdigest(),
+        owner_id=owner_id,
     )
     doc.chunks = [
         Chunk(ordinal=i, text=chunk, embedding=vec.tolist())
@@ -84,17 +93,19 @@ def _summary(doc: Document, n_chunks: int) -> DocumentSummary:
         n_chars=doc.n_chars,
         n_chunks=n_chunks,
         created_at=doc.created_at,
+        shared=doc.owner_id is None,
     )
 
 
 async def list_documents(
-    session: AsyncSession, *, limit: int = 50, offset: int = 0
+    session: AsyncSession, *, user_id: str, limit: int = 50, offset: int = 0
 ) -> list[DocumentSummary]:
     n_chunks = (
         select(func.count(Chunk.id)).where(Chunk.document_id == Document.id).scalar_subquery()
     )
     rows = await session.execute(
         select(Document, n_chunks)
+        .where(visible_to(user_id))
         .order_by(Document.created_at.desc(), Document.id)
         .limit(limit)
         .offset(offset)
@@ -102,9 +113,17 @@ async def list_documents(
     return [_summary(doc, int(n)) for doc, n in rows.all()]
 
 
-async def delete_document(session: AsyncSession, *, document_id: uuid.UUID) -> bool:
-    """Delete a document and its chunks; False if it did not exist."""
-    result = await session.execute(delete(Document).where(Document.id == document_id))
+async def delete_document(
+    session: AsyncSession, *, document_id: uuid.UUID, user_id: str, is_admin: bool = False
+) -> bool:
+    """Delete one of the user's documents (an admin: also a shared one) and its chunks.
+
+    False when there is no such document the user may delete.
+    """
+    allowed = Document.owner_id == user_id
+    if is_admin:
+        allowed = or_(allowed, Document.owner_id.is_(None))
+    result = await session.execute(delete(Document).where(Document.id == document_id, allowed))
     await session.commit()
     return bool(result.rowcount)
 
@@ -114,10 +133,15 @@ async def search(
     triton: TritonGateway,
     *,
     query: str,
+    user_id: str,
     top_k: int = 5,
     min_score: float | None = None,
 ) -> list[SearchHit]:
-    """The ``top_k`` chunks closest to ``query`` by cosine similarity (HNSW index)."""
+    """The ``top_k`` chunks closest to ``query`` among the documents ``user_id`` may read.
+
+    Cosine similarity through the HNSW index; other users' private documents are never
+    candidates.
+    """
     vector = (await triton.embed([query]))[0].tolist()
     distance = Chunk.embedding.cosine_distance(vector)
     # HNSW returns at most ef_search candidates; keep it above top_k.
@@ -125,6 +149,7 @@ async def search(
     stmt = (
         select(Chunk, Document.title, distance.label("distance"))
         .join(Document, Document.id == Chunk.document_id)
+        .where(visible_to(user_id))
         .order_by(distance)
         .limit(top_k)
     )

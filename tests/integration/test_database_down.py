@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from orchestrator.api.app import create_app
 from orchestrator.db.engine import EmbeddedPostgres
 from orchestrator.db.migrate import upgrade
-from tests.conftest import settings_for
+from tests.conftest import bearer, make_key, settings_for
 
 
 def test_database_stopped_then_restarted(triton, tmp_path):
@@ -15,8 +15,9 @@ def test_database_stopped_then_restarted(triton, tmp_path):
     pg = EmbeddedPostgres(pgdata)
     url = pg.start()
     upgrade(url)
+    key = make_key(url, "tester")
     try:
-        with TestClient(create_app(settings_for(triton, url))) as client:
+        with TestClient(create_app(settings_for(triton, url)), headers=bearer(key)) as client:
             doc = client.post("/v1/documents", json={"title": "Kept", "text": "Survives restarts."})
             assert doc.status_code == 201
 

@@ -14,7 +14,7 @@ from exporters.common import ExportError, ExportInfo
 from exporters.tts import PARITY_TOLERANCE, check_parity, export_tts
 from orchestrator.api.app import create_app
 from orchestrator.audio import decode_audio
-from tests.conftest import load_backend_module, settings_for
+from tests.conftest import bearer, load_backend_module, settings_for
 
 chars_frontend = load_backend_module("tts_frontend", "chars_frontend")
 tts_text = load_backend_module("tts_frontend", "tts_text")
@@ -98,11 +98,13 @@ def test_served_ensemble_pace_and_bad_text(grpc):
     assert synthesize(grpc, "Still serving.")[0].size > 0
 
 
-def test_speak_api_uses_fastpitch_when_configured(triton, database_url, fastpitch_checkpoints):
+def test_speak_api_uses_fastpitch_when_configured(
+    triton, database_url, fastpitch_checkpoints, api_key
+):
     acoustic, vocoder = fastpitch_checkpoints
     settings = settings_for(triton, database_url, tts_acoustic=acoustic, tts_vocoder=vocoder)
     assert settings.tts_model == "tts"
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(api_key)) as client:
         r = client.post("/v1/speak", json={"text": "One. Two, three.", "format": "wav"})
         assert r.status_code == 200, r.text
         assert len(decode_audio(r.content, max_seconds=60)) > 0

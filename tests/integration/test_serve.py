@@ -61,15 +61,29 @@ def test_serve_readme_flow_and_clean_shutdown(tmp_path, cache_dir, embedder_expo
         else:
             raise AssertionError("june serve did not become healthy")
 
+        keys = subprocess.run(
+            [str(Path(sys.executable).parent / "june"), "keys", "create", "--user", "readme"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert keys.returncode == 0, keys.stderr
+        auth = {"authorization": f"Bearer {keys.stdout.strip()}"}
+        assert httpx.get(f"{base}/v1/documents").status_code == 401  # no key, no data
         docs = [
             ("Office hours", "The support desk is open 9am to 5pm on weekdays."),
             ("Parking", "Visitors park in the blue garage on Elm Street."),
             ("Cafeteria", "The cafeteria serves lasagne on Thursdays."),
         ]
         for title, text in docs:
-            r = httpx.post(f"{base}/v1/documents", json={"title": title, "text": text})
+            r = httpx.post(
+                f"{base}/v1/documents", json={"title": title, "text": text}, headers=auth
+            )
             assert r.status_code == 201, r.text
-        r = httpx.post(f"{base}/v1/search", json={"query": "Where do I park?", "top_k": 3})
+        r = httpx.post(
+            f"{base}/v1/search", json={"query": "Where do I park?", "top_k": 3}, headers=auth
+        )
         assert r.json()["results"][0]["title"] == "Parking"
         assert children_matching(str(data_dir))  # Triton and Postgres run under the data dir
     finally:

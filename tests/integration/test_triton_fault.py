@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from orchestrator.api.app import create_app
-from tests.conftest import make_triton, settings_for
+from tests.conftest import bearer, make_triton, settings_for
 
 
 def wait_for(predicate, timeout_s: float = 30.0) -> bool:
@@ -26,9 +26,9 @@ def own_triton(model_repo, tmp_path):
     server.stop()
 
 
-def test_triton_killed_then_restarted(own_triton, database_url):
+def test_triton_killed_then_restarted(own_triton, database_url, api_key):
     settings = settings_for(own_triton, database_url, triton_request_timeout_s=5)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(api_key)) as client:
         doc = client.post("/v1/documents", json={"title": "Fault", "text": "Fault test document."})
         assert doc.status_code == 201
         assert client.post("/v1/search", json={"query": "fault"}).status_code == 200

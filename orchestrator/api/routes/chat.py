@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
-from orchestrator.api.deps import SettingsDep, TritonDep
-from orchestrator.api.schemas import ChatIn, ChatOut, ErrorOut
+from orchestrator.api.deps import PrincipalDep, SettingsDep, TritonDep
+from orchestrator.api.routes.voice import text_turn
+from orchestrator.api.schemas import ChatIn, ChatOut, ErrorOut, TurnOut
 from orchestrator.chat import PromptTooLong, fit_messages, token_counter
 from orchestrator.triton.client import ChatChunk, LlmRequestError
 
@@ -23,14 +24,29 @@ def _sse(payload: dict | str) -> bytes:
 
 @router.post(
     "/chat",
-    response_model=ChatOut,
+    response_model=ChatOut | TurnOut,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"},
         **{code: {"model": ErrorOut} for code in (400, 422, 502, 503)},
     },
 )
-async def chat(body: ChatIn, request: Request, triton: TritonDep, settings: SettingsDep) -> object:
-    """Generate a reply. With ``stream: true``, deltas arrive as server-sent events."""
+async def chat(
+    body: ChatIn,
+    request: Request,
+    triton: TritonDep,
+    settings: SettingsDep,
+    caller: PrincipalDep,
+) -> object:
+    """Generate a reply. With ``stream: true``, deltas arrive as server-sent events.
+
+    With ``text`` instead of ``messages`` this is a turn, the same as ``/v1/voice`` runs
+    without the audio: answered from the caller's documents and the conversation so far,
+    stored, and spoken too when ``audio`` names a format. The answer is a turn (see
+    ``/v1/voice``).
+    """
+    if body.text is not None:
+        return await text_turn(request, caller, body)
+    assert body.messages is not None
     messages = [m.model_dump() for m in body.messages]
     if body.system:
         messages.insert(0, {"role": "system", "content": body.system})

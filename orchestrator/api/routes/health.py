@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from orchestrator.api.deps import SessionDep, SettingsDep, TritonDep
+from orchestrator.api.deps import SessionDep, SettingsDep, TritonDep, require_key
 from orchestrator.api.schemas import Health
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,6 @@ async def health(session: SessionDep, triton: TritonDep, settings: SettingsDep) 
     return JSONResponse(body.model_dump(), status_code=200 if triton_up and db_up else 503)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_key)])
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
