@@ -250,6 +250,13 @@ class VoiceTurn:
         )
         return list(turns)
 
+    async def check_conversation(self, principal: Principal, conversation_id: uuid.UUID) -> None:
+        """Raise ConversationNotFound unless the conversation is the caller's."""
+        async with self.sessions() as session:
+            conversation = await session.get(Conversation, conversation_id)
+        if conversation is None or conversation.user_id != principal.user_id:
+            raise ConversationNotFound(f"no conversation {conversation_id}")
+
     async def find(
         self, session: AsyncSession, principal: Principal, request_id: str
     ) -> TurnResult | None:

@@ -209,3 +209,37 @@ def test_text_turn_through_chat_remembers_and_can_speak(client, dana):
         "/v1/chat", json={"text": "hi", "messages": [{"role": "user", "content": "hi"}]}
     )
     assert both.status_code == 422
+
+
+def test_a_crash_mid_turn_stores_nothing_and_the_retry_succeeds(settings, dana):
+    from fastapi.testclient import TestClient
+
+    from orchestrator.api.app import create_app
+
+    key, _ = dana
+    request_id = f"crash-{uuid.uuid4()}"
+    wav = piper_wav("Which floor is the Zorbit printer on?")
+    with TestClient(
+        create_app(settings), headers=bearer(key), raise_server_exceptions=False
+    ) as app_client:
+        turn = app_client.app.state.voice_turn
+        real = turn.synthesise
+
+        async def broken(sentence: str):
+            raise RuntimeError("TTS died after the LLM answered")
+
+        turn.synthesise = broken
+        r = app_client.post(
+            "/v1/voice", files={"file": ("q.wav", wav)}, data={"request_id": request_id}
+        )
+        assert r.status_code == 500
+        turn.synthesise = real
+        again = app_client.post(
+            "/v1/voice", files={"file": ("q.wav", wav)}, data={"request_id": request_id}
+        )
+        assert again.status_code == 200 and again.json()["replayed"] is False
+        convo = app_client.get(f"/v1/conversations/{again.json()['conversation_id']}")
+        assert len(convo.json()["turns"]) == 1  # the crashed attempt left no row
+        metrics = app_client.get("/metrics").text
+        assert 'june_stage_seconds_count{stage="transcribe"}' in metrics
+        assert 'june_stage_seconds_count{stage="generate"}' in metrics

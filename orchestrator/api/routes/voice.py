@@ -173,6 +173,11 @@ async def voice(
     if previous is not None:
         return _turn_out(previous, await _replay_audio(turn, previous, format))
 
+    if conversation_id is not None:  # someone else's conversation: 404 before any work
+        try:
+            await turn.check_conversation(caller, conversation_id)
+        except ConversationNotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
     data = await read_upload(file, settings.max_audio_bytes)
     clock = Stopwatch()
     audio = await turn.decode(data, clock)
@@ -191,9 +196,8 @@ async def voice(
         clock=clock,
     )
     if stream:
-        first = await _first_event(events)
         return StreamingResponse(
-            _event_stream(question, first, events),
+            _event_stream(question, events),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -217,21 +221,10 @@ async def _guarded(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         raise HTTPException(404, str(exc)) from exc
 
 
-async def _first_event(events: AsyncIterator[Event]) -> Event | None:
+async def _event_stream(question: str, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    yield _sse("transcript", {"text": question})  # at once: the client can show it
     try:
-        return await anext(_guarded(events), None)
-    except HTTPException:
-        raise
-
-
-async def _event_stream(
-    question: str, first: Event | None, events: AsyncIterator[Event]
-) -> AsyncIterator[bytes]:
-    yield _sse("transcript", {"text": question})
-    try:
-        event = first
-        while event is not None:
-            kind, value = event
+        async for kind, value in events:
             if kind == "delta":
                 yield _sse("delta", {"text": value})
             elif kind == "audio" and value:
@@ -239,7 +232,6 @@ async def _event_stream(
             elif kind == "done":
                 out = _turn_out(value, None)  # type: ignore[arg-type]
                 yield _sse("done", json.loads(out.model_dump_json()))
-            event = await anext(events, None)
     except Exception as exc:  # the stream is open: report the error in-band
         metrics.TURN_ERRORS.labels(kind="stream").inc()
         yield _sse("error", {"detail": str(exc)})
