@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +82,31 @@ def scalar_or(tensor: Any, default: float) -> float:
         return default
     value = tensor.as_numpy().reshape(-1)
     return float(value[0]) if value.size else default
+
+
+def answer_each(
+    pb: Any, requests: list, handle: Callable[[Any], list], *, prefix: str, log: logging.Logger
+) -> list:
+    """One response per request from ``handle(request) -> output tensors``.
+
+    ``pb`` is ``triton_python_backend_utils`` (passed in, so this module imports nothing
+    of Triton's). A request that fails gets an error response ``"<prefix>: <reason>"``
+    (the orchestrator reads the prefix) and the others in the batch are still answered:
+    one bad request must not take the instance down.
+    """
+    responses = []
+    for request in requests:
+        try:
+            responses.append(pb.InferenceResponse(output_tensors=handle(request)))
+        except Exception as exc:
+            log.warning("%s: request failed: %s", prefix, exc)
+            responses.append(pb.InferenceResponse(error=pb.TritonError(f"{prefix}: {exc}")))
+    return responses
+
+
+def tts_inputs(pb: Any, request: Any) -> tuple[str, float, int]:
+    """The TTS interface's inputs: TEXT, and the optional PACE (1.0) and SPEAKER (0)."""
+    texts = decode_texts(pb.get_input_tensor_by_name(request, "TEXT").as_numpy())
+    pace = scalar_or(pb.get_input_tensor_by_name(request, "PACE"), 1.0)
+    speaker = int(scalar_or(pb.get_input_tensor_by_name(request, "SPEAKER"), 0))
+    return (texts[0] if texts else ""), pace, speaker

@@ -10,7 +10,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from june_backend import artifact_path, get_logger, parse_model_config, require_parameter
+from june_backend import (
+    answer_each,
+    artifact_path,
+    get_logger,
+    parse_model_config,
+    require_parameter,
+)
 from log_mel import LogMel
 
 log = get_logger("asr_features")
@@ -34,21 +40,12 @@ class TritonPythonModel:
         log.info("log-mel ready (%d mel bins)", self.features.n_mels)
 
     def execute(self, requests: list) -> list:
-        responses = []
-        for request in requests:
-            try:
-                audio = pb_utils.get_input_tensor_by_name(request, "AUDIO").as_numpy()
-                if audio.ndim != 2 or audio.shape[0] != 1:
-                    raise ValueError(f"AUDIO must be [1, samples], got {list(audio.shape)}")
-                if not np.isfinite(audio).all():
-                    raise ValueError("AUDIO contains NaN or infinite samples")
-                mel = self.features(audio[0])[None]
-                responses.append(
-                    pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("mel", mel)])
-                )
-            except Exception as exc:  # one bad request must not take the instance down
-                log.warning("features failed: %s", exc)
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"asr_features: {exc}"))
-                )
-        return responses
+        return answer_each(pb_utils, requests, self.mel, prefix="asr_features", log=log)
+
+    def mel(self, request: object) -> list:
+        audio = pb_utils.get_input_tensor_by_name(request, "AUDIO").as_numpy()
+        if audio.ndim != 2 or audio.shape[0] != 1:
+            raise ValueError(f"AUDIO must be [1, samples], got {list(audio.shape)}")
+        if not np.isfinite(audio).all():
+            raise ValueError("AUDIO contains NaN or infinite samples")
+        return [pb_utils.Tensor("mel", self.features(audio[0])[None])]

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from june_backend import (
+    answer_each,
     artifact_path,
     get_logger,
     int_parameter,
@@ -32,23 +33,15 @@ class TritonPythonModel:
         log.info("FastPitch loaded")
 
     def execute(self, requests: list) -> list:
-        responses = []
-        for request in requests:
-            try:
-                feeds = {
-                    name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                    for name in ("text", "pitch", "pace")
-                }
-                if feeds["text"].size == 0:  # nothing speakable: no frames
-                    spect = np.zeros((1, self.n_mels, 0), dtype=np.float32)
-                else:
-                    spect = self.graph(["spect"], feeds)[0].astype(np.float32, copy=False)
-                responses.append(
-                    pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("spect", spect)])
-                )
-            except Exception as exc:  # one bad request must not take the instance down
-                log.warning("acoustic model failed: %s", exc)
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tts: {exc}"))
-                )
-        return responses
+        return answer_each(pb_utils, requests, self.mel, prefix="tts", log=log)
+
+    def mel(self, request: object) -> list:
+        feeds = {
+            name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+            for name in ("text", "pitch", "pace")
+        }
+        if feeds["text"].size == 0:  # nothing speakable: no frames
+            spect = np.zeros((1, self.n_mels, 0), dtype=np.float32)
+        else:
+            spect = self.graph(["spect"], feeds)[0].astype(np.float32, copy=False)
+        return [pb_utils.Tensor("spect", spect)]

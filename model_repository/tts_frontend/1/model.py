@@ -11,13 +11,13 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from chars_frontend import CharsFrontend
 from june_backend import (
+    answer_each,
     artifact_path,
-    decode_texts,
     get_logger,
     int_parameter,
     parse_model_config,
     require_parameter,
-    scalar_or,
+    tts_inputs,
 )
 
 log = get_logger("tts_frontend")
@@ -33,29 +33,15 @@ class TritonPythonModel:
         log.info("FastPitch frontend ready (%d tokens)", len(self.frontend.tokens))
 
     def execute(self, requests: list) -> list:
-        responses = []
-        for request in requests:
-            try:
-                text = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
-                inputs = self.frontend(
-                    text[0] if text else "",
-                    pace=scalar_or(pb_utils.get_input_tensor_by_name(request, "PACE"), 1.0),
-                    speaker=int(
-                        scalar_or(pb_utils.get_input_tensor_by_name(request, "SPEAKER"), 0)
-                    ),
-                )
-                outputs = [
-                    pb_utils.Tensor("text", inputs.text),
-                    pb_utils.Tensor("pitch", inputs.pitch),
-                    pb_utils.Tensor("pace", inputs.pace),
-                    pb_utils.Tensor(
-                        "SAMPLE_RATE", np.array([self.frontend.sample_rate], dtype=np.int32)
-                    ),
-                ]
-                responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
-            except Exception as exc:  # one bad request must not take the instance down
-                log.warning("frontend failed: %s", exc)
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tts: {exc}"))
-                )
-        return responses
+        return answer_each(pb_utils, requests, self.tokens, prefix="tts", log=log)
+
+    def tokens(self, request: object) -> list:
+        text, pace, speaker = tts_inputs(pb_utils, request)
+        inputs = self.frontend(text, pace=pace, speaker=speaker)
+        rate = np.array([self.frontend.sample_rate], dtype=np.int32)
+        return [
+            pb_utils.Tensor("text", inputs.text),
+            pb_utils.Tensor("pitch", inputs.pitch),
+            pb_utils.Tensor("pace", inputs.pace),
+            pb_utils.Tensor("SAMPLE_RATE", rate),
+        ]

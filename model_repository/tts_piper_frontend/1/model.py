@@ -10,13 +10,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from june_backend import (
+    answer_each,
     artifact_path,
-    decode_texts,
     get_logger,
     int_parameter,
     parse_model_config,
     require_parameter,
-    scalar_or,
+    tts_inputs,
 )
 from piper_frontend import PiperFrontend
 
@@ -33,30 +33,16 @@ class TritonPythonModel:
         log.info("Piper frontend ready (espeak voice %s)", self.frontend.espeak_voice)
 
     def execute(self, requests: list) -> list:
-        responses = []
-        for request in requests:
-            try:
-                text = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
-                batch = self.frontend(
-                    text[0] if text else "",
-                    pace=scalar_or(pb_utils.get_input_tensor_by_name(request, "PACE"), 1.0),
-                    speaker=int(
-                        scalar_or(pb_utils.get_input_tensor_by_name(request, "SPEAKER"), 0)
-                    ),
-                )
-                outputs = [
-                    pb_utils.Tensor("PHONEME_IDS", batch.ids),
-                    pb_utils.Tensor("SENTENCE_LENGTHS", batch.lengths),
-                    pb_utils.Tensor("SCALES", batch.scales),
-                    pb_utils.Tensor("SPEAKER_ID", batch.speaker),
-                    pb_utils.Tensor(
-                        "SAMPLE_RATE", np.array([self.frontend.sample_rate], dtype=np.int32)
-                    ),
-                ]
-                responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
-            except Exception as exc:  # one bad request must not take the instance down
-                log.warning("frontend failed: %s", exc)
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tts: {exc}"))
-                )
-        return responses
+        return answer_each(pb_utils, requests, self.phonemes, prefix="tts", log=log)
+
+    def phonemes(self, request: object) -> list:
+        text, pace, speaker = tts_inputs(pb_utils, request)
+        batch = self.frontend(text, pace=pace, speaker=speaker)
+        rate = np.array([self.frontend.sample_rate], dtype=np.int32)
+        return [
+            pb_utils.Tensor("PHONEME_IDS", batch.ids),
+            pb_utils.Tensor("SENTENCE_LENGTHS", batch.lengths),
+            pb_utils.Tensor("SCALES", batch.scales),
+            pb_utils.Tensor("SPEAKER_ID", batch.speaker),
+            pb_utils.Tensor("SAMPLE_RATE", rate),
+        ]

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from june_backend import (
+    answer_each,
     artifact_path,
     get_logger,
     int_parameter,
@@ -35,21 +36,13 @@ class TritonPythonModel:
         log.info("Piper voice loaded (multi-speaker: %s)", self.voice.multi_speaker)
 
     def execute(self, requests: list) -> list:
-        responses = []
-        for request in requests:
-            try:
-                audio = self.voice(
-                    flat(request, "PHONEME_IDS"),
-                    flat(request, "SENTENCE_LENGTHS"),
-                    flat(request, "SCALES"),
-                    int(flat(request, "SPEAKER_ID")[0]),
-                )
-                responses.append(
-                    pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("AUDIO", audio)])
-                )
-            except Exception as exc:  # one bad request must not take the instance down
-                log.warning("voice failed: %s", exc)
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tts: {exc}"))
-                )
-        return responses
+        return answer_each(pb_utils, requests, self.speak, prefix="tts", log=log)
+
+    def speak(self, request: object) -> list:
+        audio = self.voice(
+            flat(request, "PHONEME_IDS"),
+            flat(request, "SENTENCE_LENGTHS"),
+            flat(request, "SCALES"),
+            int(flat(request, "SPEAKER_ID")[0]),
+        )
+        return [pb_utils.Tensor("AUDIO", audio)]

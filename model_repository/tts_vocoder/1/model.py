@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from june_backend import (
+    answer_each,
     artifact_path,
     get_logger,
     int_parameter,
@@ -31,21 +32,13 @@ class TritonPythonModel:
         log.info("HiFi-GAN loaded")
 
     def execute(self, requests: list) -> list:
-        responses = []
-        for request in requests:
-            try:
-                spec = pb_utils.get_input_tensor_by_name(request, "spec").as_numpy()
-                if spec.shape[-1] == 0:
-                    audio = np.zeros(0, dtype=np.float32)
-                else:
-                    audio = self.graph(["audio"], {"spec": spec})[0].reshape(-1)
-                    audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
-                responses.append(
-                    pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("AUDIO", audio)])
-                )
-            except Exception as exc:  # one bad request must not take the instance down
-                log.warning("vocoder failed: %s", exc)
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tts: {exc}"))
-                )
-        return responses
+        return answer_each(pb_utils, requests, self.waveform, prefix="tts", log=log)
+
+    def waveform(self, request: object) -> list:
+        spec = pb_utils.get_input_tensor_by_name(request, "spec").as_numpy()
+        if spec.shape[-1] == 0:  # nothing speakable: no samples
+            audio = np.zeros(0, dtype=np.float32)
+        else:
+            audio = self.graph(["audio"], {"spec": spec})[0].reshape(-1)
+            audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+        return [pb_utils.Tensor("AUDIO", audio)]

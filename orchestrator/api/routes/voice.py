@@ -201,15 +201,20 @@ async def voice(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    audio_bytes = bytearray()
+    return await _collect(events, format)
+
+
+async def _collect(events: AsyncIterator[Event], fmt: str) -> TurnOut:
+    """The whole turn as one JSON answer: every audio piece joined, then the stored turn."""
+    audio = bytearray()
     result: TurnResult | None = None
     async for kind, value in _guarded(events):
         if kind == "audio":
-            audio_bytes += value  # type: ignore[operator]
+            audio += value  # type: ignore[operator]
         elif kind == "done":
             result = value  # type: ignore[assignment]
     assert result is not None
-    return _turn_out(result, _audio(format, bytes(audio_bytes)))
+    return _turn_out(result, _audio(fmt, bytes(audio)))
 
 
 async def _guarded(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
@@ -256,14 +261,7 @@ async def text_turn(request: Request, caller: Principal, body: ChatIn) -> TurnOu
             turn, caller, question=body.text.strip(), conversation_id=body.conversation_id,
             request_id=request_id, fmt=fmt, clock=clock,
         )  # fmt: skip
-        audio_bytes = bytearray()
-        async for kind, value in _guarded(events):
-            if kind == "audio":
-                audio_bytes += value  # type: ignore[operator]
-            elif kind == "done":
-                result = value  # type: ignore[assignment]
-        assert result is not None
-        return _turn_out(result, _audio(fmt, bytes(audio_bytes)))
+        return await _collect(events, fmt)
     try:
         async for item in turn.answer(
             caller, question=body.text.strip(), conversation_id=body.conversation_id,
