@@ -84,6 +84,20 @@ def api(
 
 @app.command()
 @one_line_errors
+def bot() -> None:
+    """The Telegram bot with the orchestrator it runs in, against an external Triton and
+    DATABASE_URL (`june serve` starts it too when TELEGRAM_BOT_TOKEN is set)."""
+    from orchestrator.stack import serve_api
+
+    settings = get_settings()
+    if settings.telegram_bot_token is None:
+        log.error("set TELEGRAM_BOT_TOKEN (from @BotFather) to run the bot")
+        raise typer.Exit(1)
+    serve_api(settings)
+
+
+@app.command()
+@one_line_errors
 def triton(
     build: Annotated[bool, typer.Option(help="Build the model repository first.")] = False,
 ) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,8 +125,46 @@ class Settings(BaseSettings):
 
     # --- Telegram -----------------------------------------------------------------------
     telegram_bot_token: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "JUNE_TELEGRAM_BOT_TOKEN")
+        None,
+        validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "JUNE_TELEGRAM_BOT_TOKEN"),
+        description="Set it and june serve / june api run the bot (long polling by default).",
     )
+    telegram_allowed_users: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Telegram user ids the bot answers, comma-separated; empty: anyone.",
+    )
+    telegram_webhook_url: str | None = Field(
+        None,
+        description="Public HTTPS URL that reaches /telegram/webhook; unset: long polling.",
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        None, description="Telegram's X-Telegram-Bot-Api-Secret-Token; others get 403."
+    )
+    telegram_rate_limit_per_minute: int = Field(20, ge=1, description="Per Telegram user.")
+    telegram_max_voice_seconds: int = Field(120, ge=1, description="Longer voice is refused.")
+    telegram_max_document_bytes: int = Field(5 * 1024 * 1024, ge=1)
+    telegram_poll_interval_s: float = Field(0.0, ge=0.0)
+    telegram_api_url: str = Field(
+        "https://api.telegram.org/bot", description="Bot API base (tests: a local fake)."
+    )
+    telegram_file_url: str = "https://api.telegram.org/file/bot"
+
+    @field_validator(
+        "telegram_bot_token", "telegram_webhook_secret", "telegram_webhook_url", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("telegram_allowed_users", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip().strip("[]")
+            return [int(v) for v in text.replace(" ", "").split(",") if v]
+        if isinstance(value, int):
+            return [value]
+        return value
 
     @field_validator("chunk_overlap_words")
     @classmethod

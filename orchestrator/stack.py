@@ -92,8 +92,4 @@ def _run(settings: Settings) -> None:
         triton = triton_for(settings)
         stack.callback(triton.stop)
         triton.start(timeout_s=settings.triton_start_timeout_s)
-        if settings.telegram_bot_token is not None:
-            log.warning(
-                "TELEGRAM_BOT_TOKEN is set, but the Telegram bot is not built yet (issue 7)"
-            )
         _run_uvicorn(settings, url)

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -15,13 +16,16 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from orchestrator import __version__, metrics
 from orchestrator.api.deps import require_key
 from orchestrator.api.limits import BodySizeLimit
-from orchestrator.api.routes import chat, documents, health, speech, voice
+from orchestrator.api.routes import chat, documents, health, speech, telegram, voice
 from orchestrator.audio import AudioError
 from orchestrator.auth import RateLimiter
 from orchestrator.config import Settings
 from orchestrator.db.engine import make_async_engine, make_sessionmaker
 from orchestrator.triton.client import TritonGateway, TritonInferenceError, TritonUnavailable
 from orchestrator.turn import VoiceTurn
+
+if TYPE_CHECKING:
+    from orchestrator.bot import JuneBot
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +48,12 @@ def create_app(settings: Settings) -> FastAPI:
             settings.triton_grpc_url, timeout_s=settings.triton_request_timeout_s
         )
         app.state.voice_turn = VoiceTurn(settings, app.state.triton, app.state.sessionmaker)
+        app.state.bot = await _start_bot(settings, app.state.voice_turn)
         try:
             yield
         finally:
+            if app.state.bot is not None:
+                await app.state.bot.stop()
             await app.state.triton.close()
             await engine.dispose()
 
@@ -58,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     keyed = [Depends(require_key)]  # every endpoint but /health needs an API key
     app.include_router(health.router)
+    app.include_router(telegram.router)  # Telegram's secret token, not an API key
     app.include_router(speech.router, dependencies=keyed)
     app.include_router(chat.router, dependencies=keyed)
     app.include_router(documents.router, dependencies=keyed)
@@ -66,6 +74,24 @@ def create_app(settings: Settings) -> FastAPI:
     _install_metrics(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app
+
+
+async def _start_bot(settings: Settings, turn: VoiceTurn) -> JuneBot | None:
+    """The Telegram bot when a token is set. If Telegram cannot be reached the API still
+    serves, and the log says why the bot is not running."""
+    if settings.telegram_bot_token is None:
+        return None
+    from telegram.error import TelegramError
+
+    from orchestrator.bot import JuneBot
+
+    try:
+        bot = JuneBot(settings, turn)
+        await bot.start()
+    except (TelegramError, OSError) as exc:
+        log.error("the Telegram bot did not start: %s", exc)
+        return None
+    return bot
 
 
 def _install_error_handlers(app: FastAPI) -> None:
