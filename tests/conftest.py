@@ -157,6 +157,9 @@ def settings_for(triton: TritonServer, database_url: str, **overrides: object) -
         "triton_grpc_port": triton.grpc_port,
         "triton_http_port": triton.http_port,
         "triton_request_timeout_s": 10,
+        # the repository this Triton serves: the orchestrator reads its manifest (model
+        # versions of each turn) and the LLM tokenizer (prompt budget) from it
+        "model_repository": triton.repository,
     }
     return Settings(**{**values, **overrides})
 
