@@ -383,13 +383,23 @@ def tts_cmd(
 @perf_app.command("voice-turn")
 def voice_turn_cmd(
     runs: Annotated[int, typer.Option(help="Turns per mode (median reported).")] = 10,
+    asr_model: Annotated[
+        str, typer.Option(help="whisper-base or whisper-tiny.en.")
+    ] = "whisper-base",
+    asr_precision: Annotated[str, typer.Option(help="fp32 or int8.")] = "fp32",
 ) -> None:
     """A ~5 s spoken question to a spoken answer over HTTP: first and last audio byte."""
     from benchmarks.voice_turn import markdown_tables, run_benchmark
     from orchestrator.config import get_settings
 
     settings = get_settings()
-    results = run_benchmark(settings.cache_dir, settings.data_dir / "bench-voice", runs=runs)
+    results = run_benchmark(
+        settings.cache_dir,
+        settings.data_dir / "bench-voice",
+        runs=runs,
+        asr_model=asr_model,
+        asr_precision=asr_precision,
+    )
     show(
         "Voice turn: the same spoken question, new conversation each run (same run)",
         ["mode", "first audio byte s", "vs baseline", "last byte s"],

@@ -32,7 +32,7 @@ DOCUMENT = (
     "Office notes. The Zorbit printer is on the fourth floor, next to the kitchen. "
     "Priya replaces the toner of the Zorbit printer every Monday morning."
 )
-QUESTION = "Hello June. Could you tell me which floor the Zorbit printer is on, please?"
+QUESTION = "Hello June. Could you please tell me which floor the Zorbit printer is on, and who looks after it?"
 STAGES = ("decode", "transcribe", "retrieve", "prompt", "first_audio", "generate", "synthesise")
 
 
@@ -87,7 +87,14 @@ def _streamed_turn(client: httpx.Client, wav: bytes, times: TurnTimes) -> None:
     times.first_audio_s.append(first if first is not None else times.last_byte_s[-1])
 
 
-def run_benchmark(cache_dir: Path, runtime_dir: Path, *, runs: int = 10) -> list[TurnTimes]:
+def run_benchmark(
+    cache_dir: Path,
+    runtime_dir: Path,
+    *,
+    runs: int = 10,
+    asr_model: str = "whisper-base",
+    asr_precision: str = "fp32",
+) -> list[TurnTimes]:
     import uvicorn
 
     from benchmarks.speech import piper_wav, to_16k
@@ -100,7 +107,13 @@ def run_benchmark(cache_dir: Path, runtime_dir: Path, *, runs: int = 10) -> list
 
     wav = piper_wav(QUESTION)
     log.info("question: %.1f s of speech", len(to_16k(wav)) / 16000)
-    repo = build_repository(profile="cpu", out=runtime_dir / "repo", cache_dir=cache_dir)
+    repo = build_repository(
+        profile="cpu",
+        out=runtime_dir / "repo",
+        cache_dir=cache_dir,
+        sources={"whisper": asr_model},
+        options={"whisper": {"precision": asr_precision}},
+    )
     results = [TurnTimes("JSON: whole answer, then audio (baseline)"), TurnTimes("streamed")]
     with ExitStack() as stack:
         triton = stack.enter_context(
