@@ -30,13 +30,12 @@ from telegram.ext import (
     filters,
 )
 
-from orchestrator.api.routes.voice import spoken_answer
 from orchestrator.audio import AudioError
 from orchestrator.auth import Principal, RateLimiter
 from orchestrator.config import Settings
 from orchestrator.db.models import Conversation
 from orchestrator.rag import store
-from orchestrator.turn import DIDNT_CATCH, NoSpeech, Stopwatch, TurnResult, VoiceTurn
+from orchestrator.turn import DIDNT_CATCH, NoSpeech, Stopwatch, VoiceTurn, collect
 
 log = logging.getLogger("june.bot")
 
@@ -58,12 +57,17 @@ def principal_for(telegram_user_id: int) -> Principal:
     return Principal(key_id=uuid.uuid5(uuid.NAMESPACE_URL, user), user_id=user, is_admin=False)
 
 
-def document_text(name: str, data: bytes) -> str:
-    """The text of an uploaded .txt/.md/.pdf; ValueError with a friendly reason otherwise."""
+def document_type(name: str) -> str:
+    """The file's suffix if the bot reads that type; ValueError with a friendly reason."""
     suffix = ("." + name.rsplit(".", 1)[-1].lower()) if "." in name else ""
     if suffix not in DOCUMENT_TYPES:
         raise ValueError("I can read .txt, .md and .pdf files only.")
-    if suffix == ".pdf":
+    return suffix
+
+
+def document_text(name: str, data: bytes) -> str:
+    """The text of an uploaded .txt/.md/.pdf; ValueError with a friendly reason otherwise."""
+    if document_type(name) == ".pdf":
         from pypdf import PdfReader
         from pypdf.errors import PdfReadError
 
@@ -244,8 +248,7 @@ class JuneBot:
             return
         try:
             name = doc.file_name or "document.txt"
-            if ("." + name.rsplit(".", 1)[-1].lower()) not in DOCUMENT_TYPES:
-                raise ValueError("I can read .txt, .md and .pdf files only.")
+            document_type(name)  # refuse before downloading
             data = bytes(await (await doc.get_file()).download_as_bytearray())
             text = document_text(name, data)
         except ValueError as exc:
@@ -319,46 +322,23 @@ class JuneBot:
             return
         if speak:
             await message.reply_chat_action(ChatAction.RECORD_VOICE)
-        clock = clock or Stopwatch()
-        conversation = await self._current_conversation(principal)
-        audio = bytearray()
-        result: TurnResult | None = None
-        events = spoken_answer(
-            self.turn, principal, question=question, conversation_id=conversation,
-            request_id=request_id, fmt="ogg", clock=clock,
-        ) if speak else self._text_only(principal, question, conversation, request_id, clock)  # fmt: skip
-        async for kind, value in events:
-            if kind == "audio":
-                audio += value  # type: ignore[operator]
-            elif kind == "done":
-                result = value  # type: ignore[assignment]
-        assert result is not None
+        events = self.turn.respond(
+            principal,
+            question=question,
+            conversation_id=await self._current_conversation(principal),
+            request_id=request_id,
+            fmt="ogg" if speak else None,
+            clock=clock or Stopwatch(),
+        )
+        result, audio = await collect(events)
         reply = result.reply or "I don't have an answer to that."
         if speak and audio:
             caption = reply if len(reply) <= CAPTION_LIMIT else None
-            await message.reply_voice(voice=bytes(audio), caption=caption)
+            await message.reply_voice(voice=audio, caption=caption)
             if caption is None:
                 await message.reply_text(reply)
         else:
             await message.reply_text(reply)
-
-    async def _text_only(
-        self,
-        principal: Principal,
-        question: str,
-        conversation: uuid.UUID | None,
-        request_id: str,
-        clock: Stopwatch,
-    ) -> Any:
-        result: TurnResult | None = None
-        async for item in self.turn.answer(
-            principal, question=question, conversation_id=conversation,
-            request_id=request_id, clock=clock,
-        ):  # fmt: skip
-            if isinstance(item, TurnResult):
-                result = item
-        assert result is not None
-        yield "done", await self.turn.store(principal, conversation, result)
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Any failure inside a turn: log it with the update id, apologise, keep running."""

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from sqlalchemy import func, select
@@ -46,6 +47,10 @@ SYSTEM_PROMPT = (
 )
 DIDNT_CATCH = "Sorry, I didn't catch that. Could you say it again?"
 _CITATION = re.compile(r"\s*\[\d+\]")
+
+
+# What a turn yields as it goes: reply text deltas, encoded audio, then the stored turn.
+Event = tuple[Literal["delta", "audio", "done"], object]
 
 
 class NoSpeech(ValueError):
@@ -237,14 +242,23 @@ class VoiceTurn:
 
     # --- conversations --------------------------------------------------------------------
 
-    async def history(
-        self, session: AsyncSession, principal: Principal, conversation_id: uuid.UUID | None
-    ) -> list[Turn]:
-        if conversation_id is None:
-            return []
+    @staticmethod
+    async def owned_conversation(
+        session: AsyncSession, principal: Principal, conversation_id: uuid.UUID
+    ) -> Conversation:
+        """The caller's conversation; ConversationNotFound for a missing or another's one."""
         conversation = await session.get(Conversation, conversation_id)
         if conversation is None or conversation.user_id != principal.user_id:
             raise ConversationNotFound(f"no conversation {conversation_id}")
+        return conversation
+
+    async def history(
+        self, session: AsyncSession, principal: Principal, conversation_id: uuid.UUID | None
+    ) -> list[Turn]:
+        """The conversation's turns in order (none for a new conversation)."""
+        if conversation_id is None:
+            return []
+        await self.owned_conversation(session, principal, conversation_id)
         turns = await session.scalars(
             select(Turn).where(Turn.conversation_id == conversation_id).order_by(Turn.ordinal)
         )
@@ -253,9 +267,7 @@ class VoiceTurn:
     async def check_conversation(self, principal: Principal, conversation_id: uuid.UUID) -> None:
         """Raise ConversationNotFound unless the conversation is the caller's."""
         async with self.sessions() as session:
-            conversation = await session.get(Conversation, conversation_id)
-        if conversation is None or conversation.user_id != principal.user_id:
-            raise ConversationNotFound(f"no conversation {conversation_id}")
+            await self.owned_conversation(session, principal, conversation_id)
 
     async def find(
         self, session: AsyncSession, principal: Principal, request_id: str
@@ -317,6 +329,82 @@ class VoiceTurn:
         async with self.sessions() as session:
             return await self.find(session, principal, request_id)
 
+    async def respond(
+        self,
+        principal: Principal,
+        *,
+        question: str,
+        conversation_id: uuid.UUID | None,
+        request_id: str,
+        fmt: str | None,
+        clock: Stopwatch,
+    ) -> AsyncIterator[Event]:
+        """Answer ``question``, speak the answer in ``fmt`` (None: text only), then store.
+
+        Yields reply text deltas and encoded audio as they are ready (each sentence is
+        synthesised as soon as the LLM completes it), then the stored turn.
+        """
+        sentences = SentenceBuffer()
+        pending: list[asyncio.Task] = []
+        encoder: AudioEncoder | None = None
+
+        async def audio_of(task: asyncio.Task) -> bytes:
+            nonlocal encoder
+            samples, rate = await task
+            first = encoder is None
+            if encoder is None:
+                encoder = AudioEncoder(OUTPUT_FORMATS[str(fmt)], rate)
+            chunk = await asyncio.to_thread(encoder.write, samples)
+            if first:
+                clock.lap("first_audio")
+            return chunk
+
+        def synthesise(pieces: list[str]) -> list[asyncio.Task]:
+            return [asyncio.create_task(self.synthesise(s)) for s in pieces]
+
+        result: TurnResult | None = None
+        try:
+            async for item in self.answer(
+                principal,
+                question=question,
+                conversation_id=conversation_id,
+                request_id=request_id,
+                clock=clock,
+            ):
+                if isinstance(item, TurnResult):
+                    result = item
+                    break
+                yield "delta", item
+                if fmt:
+                    pending += synthesise(sentences.push(item))
+                while pending and pending[0].done():
+                    yield "audio", await audio_of(pending.pop(0))
+            if fmt:
+                pending += synthesise(sentences.flush())
+                while pending:
+                    yield "audio", await audio_of(pending.pop(0))
+                if encoder is not None:
+                    yield "audio", encoder.close()
+                clock.lap("synthesise")
+        finally:
+            for task in pending:
+                task.cancel()
+        assert result is not None
+        yield "done", await self.store(principal, conversation_id, result)
+
+
+async def collect(events: AsyncIterator[Event]) -> tuple[TurnResult, bytes]:
+    """A whole turn at once: the stored turn and all its audio joined."""
+    audio = bytearray()
+    result: TurnResult | None = None
+    async for kind, value in events:
+        if kind == "audio":
+            audio += value  # type: ignore[operator]
+        elif kind == "done":
+            result = value  # type: ignore[assignment]
+    assert result is not None
+    return result, bytes(audio)
+
 
 _CLAUSE_END = re.compile(r"(?<=\w[,;:])\s+(?=\S)")
 
@@ -352,7 +440,3 @@ class SentenceBuffer:
     def flush(self) -> list[str]:
         rest, self._text = self._text.strip(), ""
         return [rest] if rest else []
-
-
-def new_encoder(fmt: str, sample_rate: int) -> AudioEncoder:
-    return AudioEncoder(OUTPUT_FORMATS[fmt], sample_rate)

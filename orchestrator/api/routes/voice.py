@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import uuid
@@ -11,7 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Header, HTTPException, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
 from orchestrator import metrics
 from orchestrator.api.deps import PrincipalDep, SessionDep, SettingsDep
@@ -24,87 +23,27 @@ from orchestrator.api.schemas import (
     TurnAudio,
     TurnOut,
 )
-from orchestrator.audio import OUTPUT_FORMATS, AudioEncoder
+from orchestrator.audio import OUTPUT_FORMATS, encode_audio
 from orchestrator.auth import Principal
-from orchestrator.db.models import Conversation, Turn
+from orchestrator.db.models import Conversation
 from orchestrator.turn import (
     ConversationNotFound,
+    Event,
     NoSpeech,
-    SentenceBuffer,
     Stopwatch,
     TurnResult,
     VoiceTurn,
+    collect,
     spoken,
 )
 
 router = APIRouter(prefix="/v1", tags=["voice"])
 
 _ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 415, 422, 429, 502, 503)}
-Event = tuple[Literal["transcript", "delta", "audio", "done"], object]
 
 
 def _turn(request: Request) -> VoiceTurn:
     return request.app.state.voice_turn
-
-
-async def spoken_answer(
-    turn: VoiceTurn,
-    caller: Principal,
-    *,
-    question: str,
-    conversation_id: uuid.UUID | None,
-    request_id: str,
-    fmt: str,
-    clock: Stopwatch,
-) -> AsyncIterator[Event]:
-    """Generate, synthesise each sentence as soon as it is complete, encode, then store.
-
-    Yields reply text deltas and encoded audio as they are ready, then the stored turn.
-    """
-    sentences = SentenceBuffer()
-    pending: list[asyncio.Task] = []
-    encoder: AudioEncoder | None = None
-    first_audio = False
-
-    async def audio_of(task: asyncio.Task) -> bytes:
-        nonlocal encoder, first_audio
-        samples, rate = await task
-        if encoder is None:
-            encoder = AudioEncoder(OUTPUT_FORMATS[fmt], rate)
-        chunk = await asyncio.to_thread(encoder.write, samples)
-        if not first_audio:
-            first_audio = True
-            clock.lap("first_audio")
-        return chunk
-
-    result: TurnResult | None = None
-    try:
-        async for item in turn.answer(
-            caller,
-            question=question,
-            conversation_id=conversation_id,
-            request_id=request_id,
-            clock=clock,
-        ):
-            if isinstance(item, TurnResult):
-                result = item
-                break
-            yield "delta", item
-            pending += [asyncio.create_task(turn.synthesise(s)) for s in sentences.push(item)]
-            while pending and pending[0].done():
-                yield "audio", await audio_of(pending.pop(0))
-        pending += [asyncio.create_task(turn.synthesise(s)) for s in sentences.flush()]
-        while pending:
-            yield "audio", await audio_of(pending.pop(0))
-        if encoder is not None:
-            yield "audio", encoder.close()
-        clock.lap("synthesise")
-    finally:
-        for task in pending:
-            task.cancel()
-    assert result is not None
-    stored = await turn.store(caller, conversation_id, result)
-    yield "done", stored
 
 
 def _turn_out(result: TurnResult, audio: TurnAudio | None) -> TurnOut:
@@ -125,10 +64,7 @@ def _turn_out(result: TurnResult, audio: TurnAudio | None) -> TurnOut:
 async def _replay_audio(turn: VoiceTurn, result: TurnResult, fmt: str) -> TurnAudio:
     """A retried request gets its stored answer spoken again (audio is never stored)."""
     samples, rate = await turn.synthesise(spoken(result.reply) or result.reply)
-    encoder = AudioEncoder(OUTPUT_FORMATS[fmt], rate)
-    encoder.write(samples)
-    encoder.close()
-    return _audio(fmt, encoder.getvalue())
+    return _audio(fmt, encode_audio(samples, rate=rate, fmt=fmt))
 
 
 def _sse(event: str, payload: dict) -> bytes:
@@ -173,11 +109,7 @@ async def voice(
     if previous is not None:
         return _turn_out(previous, await _replay_audio(turn, previous, format))
 
-    if conversation_id is not None:  # someone else's conversation: 404 before any work
-        try:
-            await turn.check_conversation(caller, conversation_id)
-        except ConversationNotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
+    await _check_conversation(turn, caller, conversation_id)
     data = await read_upload(file, settings.max_audio_bytes)
     clock = Stopwatch()
     audio = await turn.decode(data, clock)
@@ -186,8 +118,7 @@ async def voice(
     except NoSpeech as exc:
         metrics.TURN_ERRORS.labels(kind="no_speech").inc()
         raise HTTPException(422, str(exc)) from exc
-    events = spoken_answer(
-        turn,
+    events = turn.respond(
         caller,
         question=question,
         conversation_id=conversation_id,
@@ -204,24 +135,23 @@ async def voice(
     return await _collect(events, format)
 
 
-async def _collect(events: AsyncIterator[Event], fmt: str) -> TurnOut:
-    """The whole turn as one JSON answer: every audio piece joined, then the stored turn."""
-    audio = bytearray()
-    result: TurnResult | None = None
-    async for kind, value in _guarded(events):
-        if kind == "audio":
-            audio += value  # type: ignore[operator]
-        elif kind == "done":
-            result = value  # type: ignore[assignment]
-    assert result is not None
-    return _turn_out(result, _audio(fmt, bytes(audio)))
-
-
-async def _guarded(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
-    """Map the turn's own errors to HTTP statuses (before any byte is sent)."""
+async def _collect(events: AsyncIterator[Event], fmt: str | None) -> TurnOut:
+    """The whole turn as one JSON answer (with its audio when ``fmt`` is set)."""
     try:
-        async for event in events:
-            yield event
+        result, audio = await collect(events)
+    except ConversationNotFound as exc:  # deleted since it was checked
+        raise HTTPException(404, str(exc)) from exc
+    return _turn_out(result, _audio(fmt, audio) if fmt else None)
+
+
+async def _check_conversation(
+    turn: VoiceTurn, caller: Principal, conversation_id: uuid.UUID | None
+) -> None:
+    """Someone else's (or no) conversation: 404 before any work is done."""
+    if conversation_id is None:
+        return
+    try:
+        await turn.check_conversation(caller, conversation_id)
     except ConversationNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
 
@@ -249,30 +179,20 @@ async def text_turn(request: Request, caller: Principal, body: ChatIn) -> TurnOu
     turn = _turn(request)
     assert body.text is not None
     request_id = body.request_id or str(uuid.uuid4())
-    fmt = body.audio or "ogg"
     previous = await turn.replay(caller, request_id)
     if previous is not None:
-        audio = await _replay_audio(turn, previous, fmt) if body.audio else None
+        audio = await _replay_audio(turn, previous, body.audio) if body.audio else None
         return _turn_out(previous, audio)
-    clock = Stopwatch()
-    result: TurnResult | None = None
-    if body.audio:
-        events = spoken_answer(
-            turn, caller, question=body.text.strip(), conversation_id=body.conversation_id,
-            request_id=request_id, fmt=fmt, clock=clock,
-        )  # fmt: skip
-        return await _collect(events, fmt)
-    try:
-        async for item in turn.answer(
-            caller, question=body.text.strip(), conversation_id=body.conversation_id,
-            request_id=request_id, clock=clock,
-        ):  # fmt: skip
-            if isinstance(item, TurnResult):
-                result = item
-    except ConversationNotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    assert result is not None
-    return _turn_out(await turn.store(caller, body.conversation_id, result), None)
+    await _check_conversation(turn, caller, body.conversation_id)
+    events = turn.respond(
+        caller,
+        question=body.text.strip(),
+        conversation_id=body.conversation_id,
+        request_id=request_id,
+        fmt=body.audio,
+        clock=Stopwatch(),
+    )
+    return await _collect(events, body.audio)
 
 
 def _audio(fmt: str, data: bytes) -> TurnAudio:
@@ -285,16 +205,16 @@ def _audio(fmt: str, data: bytes) -> TurnAudio:
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationOut)
 async def get_conversation(
-    conversation_id: uuid.UUID, session: SessionDep, caller: PrincipalDep
+    conversation_id: uuid.UUID, request: Request, session: SessionDep, caller: PrincipalDep
 ) -> ConversationOut:
     """The caller's conversation, turn by turn (404 for anyone else's)."""
-    conversation = await session.get(Conversation, conversation_id)
-    if conversation is None or conversation.user_id != caller.user_id:
-        raise HTTPException(404, f"no conversation {conversation_id}")
-    turns = await session.scalars(
-        select(Turn).where(Turn.conversation_id == conversation_id).order_by(Turn.ordinal)
-    )
-    return ConversationOut.from_rows(conversation, list(turns))
+    turn = _turn(request)
+    try:
+        conversation = await turn.owned_conversation(session, caller, conversation_id)
+    except ConversationNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    turns = await turn.history(session, caller, conversation_id)
+    return ConversationOut.from_rows(conversation, turns)
 
 
 @router.delete(
