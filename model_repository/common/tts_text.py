@@ -192,6 +192,21 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+PACE_RANGE = (0.5, 2.0)
+
+
+class TextTooLong(ValueError):
+    """More characters than the model accepts in one request."""
+
+
+def check_request(text: str, pace: float, *, max_chars: int) -> None:
+    """The checks every TTS frontend makes: text length and PACE (1.0 normal, 2.0 twice as fast)."""
+    if len(text) > max_chars:
+        raise TextTooLong(f"text has {len(text)} characters; the limit is {max_chars}")
+    if not PACE_RANGE[0] <= pace <= PACE_RANGE[1]:
+        raise ValueError(f"PACE must be in {list(PACE_RANGE)}, got {pace}")
+
+
 def is_speakable(text: str) -> bool:
     """True when the normalised text has at least one letter."""
     return any(ch.isalpha() for ch in text)

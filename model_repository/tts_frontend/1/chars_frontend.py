@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tts_text import normalise
+from tts_text import TextTooLong, check_request, normalise
 
-PACE_RANGE = (0.5, 2.0)
+__all__ = ["CharsFrontend", "TextTooLong"]
+
 # Typographic characters NeMo maps to ASCII before tokenising.
 _ASCII = str.maketrans(
     {
@@ -29,10 +30,6 @@ _ASCII = str.maketrans(
         "\u2026": ".",  # ellipsis
     }
 )
-
-
-class TextTooLong(ValueError):
-    """More characters than the model accepts in one request."""
 
 
 @dataclass(frozen=True)
@@ -80,10 +77,7 @@ class CharsFrontend:
         return [self.ids[c] for c in chars]
 
     def __call__(self, text: str, *, pace: float = 1.0, speaker: int = 0) -> AcousticInputs:
-        if len(text) > self.max_chars:
-            raise TextTooLong(f"text has {len(text)} characters; the limit is {self.max_chars}")
-        if not PACE_RANGE[0] <= pace <= PACE_RANGE[1]:
-            raise ValueError(f"PACE must be in {list(PACE_RANGE)}, got {pace}")
+        check_request(text, pace, max_chars=self.max_chars)
         if not 0 <= speaker < self.n_speakers:
             raise ValueError(f"SPEAKER must be in [0, {self.n_speakers}), got {speaker}")
         ids = np.array([self.encode(normalise(text))], dtype=np.int64)

@@ -13,13 +13,9 @@ from pathlib import Path
 import numpy as np
 from piper.phoneme_ids import phonemes_to_ids
 from piper.phonemize_espeak import ESPEAK_DATA_DIR, EspeakPhonemizer
-from tts_text import normalise
+from tts_text import TextTooLong, check_request, normalise
 
-PACE_RANGE = (0.5, 2.0)
-
-
-class TextTooLong(ValueError):
-    """More characters than the model accepts in one request."""
+__all__ = ["PiperFrontend", "TextTooLong"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +44,7 @@ class PiperFrontend:
         self._phonemizer = EspeakPhonemizer(ESPEAK_DATA_DIR)
 
     def __call__(self, text: str, *, pace: float = 1.0, speaker: int = 0) -> PhonemeBatch:
-        if len(text) > self.max_chars:
-            raise TextTooLong(f"text has {len(text)} characters; the limit is {self.max_chars}")
-        if not PACE_RANGE[0] <= pace <= PACE_RANGE[1]:
-            raise ValueError(f"PACE must be in {list(PACE_RANGE)}, got {pace}")
+        check_request(text, pace, max_chars=self.max_chars)
         if self.num_speakers > 1 and not 0 <= speaker < self.num_speakers:
             raise ValueError(f"SPEAKER must be in [0, {self.num_speakers}), got {speaker}")
         words = normalise(text)
