@@ -23,6 +23,16 @@ export_app = typer.Typer(
 repo_app = typer.Typer(help="Build the Triton model repository.", no_args_is_help=True)
 
 
+def check_target(target: str, out: Path | None) -> None:
+    """cpu or gpu; the gpu target builds engines on this host, so it needs ``--out``."""
+    from exporters.common import ExportError
+
+    if target not in ("cpu", "gpu"):
+        raise ExportError(f"unknown target {target!r}: choose cpu or gpu")
+    if target == "gpu" and out is None:
+        raise ExportError("--out is required with --target gpu")
+
+
 @export_app.command("embedder")
 @one_line_errors
 def export_embedder_cmd(
@@ -63,24 +73,21 @@ def export_whisper_cmd(
     force: Annotated[bool, typer.Option(help="Re-export even if cached.")] = False,
 ) -> None:
     """Whisper -> ONNX encoder + KV-cached decoder (cpu), or TensorRT-LLM engines (gpu)."""
-    from exporters.common import ExportError
     from exporters.trtllm import WhisperEngineSpec, build_whisper_engines
     from exporters.whisper import export_whisper
 
+    check_target(target, out)
     if target == "gpu":
-        if out is None:
-            raise ExportError("--out is required with --target gpu")
+        assert out is not None
         path = build_whisper_engines(
             Path(source), out, convert_script=convert_script, spec=WhisperEngineSpec()
         )
-    elif target == "cpu":
+    else:
         path = export_whisper(
             source, cache_dir=get_settings().cache_dir, precision=precision, force=force
         )
         if out is not None:
             path = copy_export(path, out)
-    else:
-        raise ExportError(f"unknown target {target!r}: choose cpu or gpu")
     typer.echo(str(path))
 
 
@@ -103,7 +110,6 @@ def export_llm_cmd(
     force: Annotated[bool, typer.Option(help="Re-export even if cached.")] = False,
 ) -> None:
     """Qwen2 / Qwen2.5 / Qwen3 / Llama -> ONNX Runtime GenAI (cpu) or TensorRT-LLM engine (gpu)."""
-    from exporters.common import ExportError
     from exporters.llm import architecture_of, export_llm, import_gguf, resolve_source
     from exporters.trtllm import (
         LlmEngineSpec,
@@ -112,15 +118,15 @@ def export_llm_cmd(
         require_tool,
     )
 
+    check_target(target, out)
     if target == "cpu":
         path = export_llm(
             source, cache_dir=get_settings().cache_dir, precision=precision, force=force
         )
         if out is not None:
             path = copy_export(path, out)
-    elif target == "gpu":
-        if out is None:
-            raise ExportError("--out is required with --target gpu")
+    else:
+        assert out is not None
         require_tensorrt_llm()
         require_tool("trtllm-build")
         src, kind = resolve_source(source)
@@ -129,8 +135,6 @@ def export_llm_cmd(
         path = build_llm_engines(
             hf_dir, out, architecture_of(hf_dir), LlmEngineSpec(weight_only=weight_only)
         )
-    else:
-        raise ExportError(f"unknown target {target!r}: choose cpu or gpu")
     typer.echo(str(path))
 
 
@@ -148,13 +152,9 @@ def export_tts_cmd(
     force: Annotated[bool, typer.Option(help="Re-export even if cached.")] = False,
 ) -> None:
     """FastPitch + HiFi-GAN (NeMo) -> ONNX, checked against PyTorch; on gpu, TensorRT plans."""
-    from exporters.common import ExportError
     from exporters.tts import build_tensorrt_plans, export_tts
 
-    if target not in ("cpu", "gpu"):
-        raise ExportError(f"unknown target {target!r}: choose cpu or gpu")
-    if target == "gpu" and out is None:
-        raise ExportError("--out is required with --target gpu")
+    check_target(target, out)
     path = export_tts(acoustic, vocoder, cache_dir=get_settings().cache_dir, force=force)
     if target == "gpu":
         assert out is not None
