@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
 import numpy as np
 import onnxruntime_genai as og
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from chat import ChatTemplate
 
 log = logging.getLogger("june.llm")
 
@@ -32,62 +31,6 @@ FINISH = {
     "CANCELLED": "cancelled",
     "FAILED": "error",
 }
-
-
-class ChatTemplate:
-    """The checkpoint's Jinja chat template, rendered in a sandbox."""
-
-    def __init__(self, folder: Path) -> None:
-        path = folder / "chat_template.jinja"
-        if not path.is_file():
-            raise ValueError(
-                "this model has no chat template (chat_template.jinja); use an instruct model"
-            )
-        source = path.read_text(encoding="utf-8")
-        tokenizer_config = folder / "tokenizer_config.json"
-        specials = (
-            json.loads(tokenizer_config.read_text(encoding="utf-8"))
-            if tokenizer_config.is_file()
-            else {}
-        )
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = self._raise
-        env.filters.setdefault("tojson", json.dumps)
-        self.template = env.from_string(source)
-        self.specials = {
-            k: v if isinstance(v, str) else (v or {}).get("content", "")
-            for k, v in specials.items()
-            if k in ("bos_token", "eos_token")
-        }
-
-    @staticmethod
-    def _raise(message: str) -> None:
-        raise ValueError(message)
-
-    def render(self, messages: list[dict]) -> str:
-        try:
-            return self.template.render(
-                messages=messages, add_generation_prompt=True, **self.specials
-            )
-        except jinja2.TemplateError as exc:
-            raise ValueError(f"chat template failed: {exc}") from exc
-
-
-def parse_messages(raw: str) -> list[dict]:
-    try:
-        messages = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"MESSAGES is not JSON: {exc.msg}") from exc
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("MESSAGES must be a non-empty JSON list")
-    for m in messages:
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("content"), str)
-        ):
-            raise ValueError("each message needs a string 'role' and 'content'")
-    return messages
 
 
 @dataclass

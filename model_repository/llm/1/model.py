@@ -9,8 +9,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from chat import check_sampling, parse_messages
 from june_backend import decode_texts, get_logger, parse_model_config
-from llm_engine import ContinuousBatcher, Job, parse_messages
+from llm_engine import ContinuousBatcher, Job
 
 log = get_logger("llm")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -78,10 +79,7 @@ class TritonPythonModel:
                         "SEED is not supported here: ONNX Runtime GenAI seeds requests only in its "
                         "dynamic-batching (CUDA paged-attention) engine"
                     )
-                if max_tokens < 1 or not 0.0 <= temperature <= 2.0 or not 0.0 < top_p <= 1.0:
-                    raise ValueError(
-                        "MAX_TOKENS >= 1, 0 <= TEMPERATURE <= 2 and 0 < TOP_P <= 1 are required"
-                    )
+                check_sampling(max_tokens, temperature, top_p)
 
                 def emit(
                     delta: str, ids: list[int], final: dict | None, sender: object = sender
