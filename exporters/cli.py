@@ -80,7 +80,11 @@ def export_whisper_cmd(
     if target == "gpu":
         assert out is not None
         path = build_whisper_engines(
-            Path(source), out, convert_script=convert_script, spec=WhisperEngineSpec()
+            Path(source),
+            out,
+            convert_script=convert_script,
+            spec=WhisperEngineSpec(),
+            cache_dir=get_settings().cache_dir,
         )
     else:
         path = export_whisper(
@@ -214,8 +218,15 @@ def build_cmd(
     asr_precision: Annotated[
         str | None, typer.Option(help="fp32 or int8 (default: JUNE_ASR_PRECISION).")
     ] = None,
+    repository_path: Annotated[
+        str | None,
+        typer.Option(help="gpu: where Triton sees the repository (default: --out itself)."),
+    ] = None,
 ) -> None:
-    """Fill the templates, place the exported artifacts, write manifest.json."""
+    """Fill the templates, place the exported artifacts, write manifest.json.
+
+    The gpu profile also needs the TensorRT-LLM builds: JUNE_ASR_ENGINE_DIR, JUNE_LLM_ENGINE_DIR.
+    """
     if profile not in ("cpu", "gpu"):
         log.error("unknown profile %r: choose cpu or gpu", profile)
         raise typer.Exit(2)
@@ -226,6 +237,7 @@ def build_cmd(
         embedder_source=embedder_source,
         asr_source=asr_source,
         asr_precision=asr_precision,
+        repository_path=repository_path,
     )
     typer.echo(str(path))
 
@@ -238,13 +250,15 @@ def build_from_settings(
     embedder_source: str | None = None,
     asr_source: str | None = None,
     asr_precision: str | None = None,
+    repository_path: str | None = None,
 ) -> Path:
     """Build the model repository the settings describe (``june serve``, ``june repo build``)."""
-    from exporters.repository import FASTPITCH_MODELS, MODELS, build_repository
+    from exporters.repository import FASTPITCH_MODELS, build_repository, pipeline
 
     fastpitch = settings.tts_model == "tts"
+    profile = profile or settings.profile
     return build_repository(
-        profile=profile or settings.profile,
+        profile=profile,
         out=out or settings.model_repository,
         cache_dir=settings.cache_dir,
         sources={
@@ -259,6 +273,8 @@ def build_from_settings(
             "llm": {"precision": settings.llm_precision},
             "tts": {"vocoder": str(settings.tts_vocoder)} if fastpitch else {},
         },
-        models=MODELS + FASTPITCH_MODELS if fastpitch else MODELS,
+        models=pipeline(profile) + (FASTPITCH_MODELS if fastpitch else ()),
         overrides={"tts_max_chars": str(settings.tts_max_chars)},
+        engines={"whisper": settings.asr_engine_dir, "llm": settings.llm_engine_dir},
+        repository_path=repository_path,
     )

@@ -99,6 +99,55 @@ def architecture_of(hf_dir: Path) -> str:
     return arch
 
 
+def write_chat_template(hf_dir: Path, out: Path) -> str | None:
+    """The chat template travels with the tokenizer (rendered by the server, not typed again)."""
+    tokenizer_config = (
+        json.loads((hf_dir / "tokenizer_config.json").read_text())
+        if (hf_dir / "tokenizer_config.json").is_file()
+        else {}
+    )
+    template = tokenizer_config.get("chat_template")
+    if not template and (hf_dir / "chat_template.jinja").is_file():
+        template = (hf_dir / "chat_template.jinja").read_text()
+    if template:
+        (out / "chat_template.jinja").write_text(template)
+    return template
+
+
+def end_tokens(hf_dir: Path) -> dict[str, object]:
+    """End-of-sequence ids (a chat model may have several) and the pad id, from the checkpoint."""
+    config = json.loads((hf_dir / "config.json").read_text())
+    generation_file = hf_dir / "generation_config.json"
+    generation = json.loads(generation_file.read_text()) if generation_file.is_file() else {}
+    eos = generation.get("eos_token_id", config.get("eos_token_id"))
+    eos_ids = [int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None]
+    if not eos_ids:
+        raise ExportError(f"{hf_dir} names no eos_token_id")
+    pad = generation.get("pad_token_id", config.get("pad_token_id"))
+    return {"eos_token_ids": eos_ids, "pad_token_id": int(pad) if pad is not None else eos_ids[0]}
+
+
+def write_serving_files(hf_dir: Path, out: Path) -> Path:
+    """What the gpu profile's pre/postprocessing models need beside a TensorRT-LLM engine:
+    the tokenizer, the chat template and ``llm.json`` (architecture, end tokens, context)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if not (hf_dir / name).is_file():
+            raise ExportError(f"{hf_dir} has no {name} (the gpu profile tokenizes with it)")
+        shutil.copy2(hf_dir / name, out / name)
+    if not write_chat_template(hf_dir, out):
+        raise ExportError(f"{hf_dir} has no chat template: use an instruct model")
+    config = json.loads((hf_dir / "config.json").read_text())
+    meta = {
+        "architecture": architecture_of(hf_dir),
+        "context_length": int(config.get("max_position_embeddings", 0)),
+        "vocab_size": int(config["vocab_size"]),
+        **end_tokens(hf_dir),
+    }
+    (out / "llm.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return out
+
+
 def builder_command(hf_dir: Path, out: Path, precision: str, cache: Path) -> list[str]:
     return [
         sys.executable, "-m", "onnxruntime_genai.models.builder",
@@ -150,17 +199,7 @@ def _build(path: Path, kind: str, out: Path, *, digest: str, options: dict) -> N
             )
         bar.advance(task)
 
-        # The chat template travels with the tokenizer (rendered by the server, not typed again).
-        tokenizer_config = (
-            json.loads((hf_dir / "tokenizer_config.json").read_text())
-            if (hf_dir / "tokenizer_config.json").is_file()
-            else {}
-        )
-        template = tokenizer_config.get("chat_template")
-        if not template and (hf_dir / "chat_template.jinja").is_file():
-            template = (hf_dir / "chat_template.jinja").read_text()
-        if template:
-            (out / "chat_template.jinja").write_text(template)
+        template = write_chat_template(hf_dir, out)
         config = json.loads((hf_dir / "config.json").read_text())
         genai = json.loads((out / "genai_config.json").read_text())
         shutil.rmtree(work, ignore_errors=True)

@@ -44,6 +44,9 @@ class RepositoryError(RuntimeError):
     """The repository could not be built; the message says why in one line."""
 
 
+NO_CODE: dict[Profile, bool] = {"cpu": False, "gpu": False}  # ensembles, native backends
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model folder of the repository."""
@@ -53,12 +56,14 @@ class ModelSpec:
     artifacts: dict[str, str] = field(default_factory=dict)  # export file -> version-dir file
     all_artifacts: bool = False  # place every file of the export (tokenizer files vary by model)
     python_backend: dict[Profile, bool] = field(default_factory=lambda: {"cpu": True, "gpu": True})
+    # gpu: the artifacts come from this TensorRT-LLM build folder instead (files or folders)
+    engine: str | None = None
 
 
 # The pipelines, in the order data flows through them.
 MODELS: tuple[ModelSpec, ...] = (
     # voice in -> transcribe
-    ModelSpec("asr", python_backend={"cpu": False, "gpu": False}),
+    ModelSpec("asr", python_backend=NO_CODE),
     ModelSpec(
         "asr_features",
         export="whisper",
@@ -75,7 +80,7 @@ MODELS: tuple[ModelSpec, ...] = (
         },
     ),
     # retrieve
-    ModelSpec("embed", python_backend={"cpu": False, "gpu": False}),
+    ModelSpec("embed", python_backend=NO_CODE),
     ModelSpec("embed_tokenizer", export="embedder", artifacts={"tokenizer.json": "tokenizer.json"}),
     ModelSpec(
         "embed_encoder",
@@ -86,14 +91,67 @@ MODELS: tuple[ModelSpec, ...] = (
     # generate
     ModelSpec("llm", export="llm", all_artifacts=True),
     # synthesise: the embedded default voice
-    ModelSpec("tts_piper", python_backend={"cpu": False, "gpu": False}),
+    ModelSpec("tts_piper", python_backend=NO_CODE),
     ModelSpec("tts_piper_frontend", export="piper", artifacts={"voice.json": "voice.json"}),
     ModelSpec("tts_piper_vits", export="piper", artifacts={"voice.onnx": "voice.onnx"}),
 )
 
+# The gpu profile: Whisper and the LLM run as TensorRT-LLM engines in the NGC
+# `-trtllm-python-py3` image, built beforehand by `june export whisper|llm --target gpu`.
+_EMBED = tuple(m for m in MODELS if m.name.startswith("embed"))
+_PIPER = tuple(m for m in MODELS if m.name.startswith("tts_piper"))
+GPU_MODELS: tuple[ModelSpec, ...] = (
+    # voice in -> transcribe: numpy features, then a BLS model that drives the engines
+    ModelSpec("asr", python_backend=NO_CODE),
+    ModelSpec(
+        "asr_features",
+        engine="whisper",
+        artifacts={"mel_filters.npy": "mel_filters.npy", "whisper.json": "whisper.json"},
+    ),
+    ModelSpec(
+        "asr_whisper",
+        engine="whisper",
+        artifacts={"tokenizer.json": "tokenizer.json", "whisper.json": "whisper.json"},
+    ),
+    ModelSpec(
+        "asr_tensorrt_llm",
+        engine="whisper",
+        artifacts={"engines/encoder": "encoder", "engines/decoder": "decoder"},
+        python_backend=NO_CODE,
+    ),
+    # retrieve
+    *_EMBED,
+    # generate: the tensorrtllm_backend layout
+    ModelSpec("llm", python_backend=NO_CODE),
+    ModelSpec(
+        "llm_preprocessing",
+        engine="llm",
+        artifacts={
+            n: n
+            for n in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "llm.json")
+        },
+    ),
+    ModelSpec(
+        "llm_tensorrt_llm", engine="llm", artifacts={"engine": "engine"}, python_backend=NO_CODE
+    ),
+    ModelSpec(
+        "llm_postprocessing",
+        engine="llm",
+        artifacts={"tokenizer.json": "tokenizer.json", "llm.json": "llm.json"},
+    ),
+    # synthesise
+    *_PIPER,
+)
+
+
+def pipeline(profile: Profile) -> tuple[ModelSpec, ...]:
+    """The models a profile serves (FastPitch comes on top when configured)."""
+    return GPU_MODELS if profile == "gpu" else MODELS
+
+
 # Synthesise with FastPitch + HiFi-GAN: built when their checkpoints are configured.
 FASTPITCH_MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec("tts", python_backend={"cpu": False, "gpu": False}),
+    ModelSpec("tts", python_backend=NO_CODE),
     ModelSpec("tts_frontend", export="tts", artifacts={"tts.json": "tts.json"}),
     ModelSpec(
         "tts_acoustic",
@@ -119,6 +177,9 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
         "tts_max_chars": "5000",
     },
     "gpu": {
+        # the GPU is shared: the LLM's KV cache, then Whisper's, take these fractions
+        "llm_kv_cache_fraction": "0.5",
+        "asr_kv_cache_fraction": "0.2",
         "asr_max_batch_size": "8",
         "max_batch_size": "64",
         "max_queue_delay_us": "1000",
@@ -198,14 +259,108 @@ EXPORT_VARS: dict[str, Callable[[Path], dict[str, str]]] = {
 }
 
 
+# --- TensorRT-LLM build folders (gpu) ---------------------------------------------------
+# What each build folder must hold, and how an operator makes one.
+ENGINE_LAYOUT: dict[str, tuple[str, ...]] = {
+    "whisper": (
+        "engines/encoder/config.json",
+        "engines/decoder/config.json",
+        "whisper.json",
+        "tokenizer.json",
+        "mel_filters.npy",
+    ),
+    "llm": (
+        "engine/config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "llm.json",
+    ),
+}
+ENGINE_HINT = {
+    "whisper": "june export whisper --source MODEL.pt --target gpu --out DIR, "
+    "then set JUNE_ASR_ENGINE_DIR=DIR",
+    "llm": "june export llm --source HF_FOLDER --target gpu --out DIR, "
+    "then set JUNE_LLM_ENGINE_DIR=DIR",
+}
+
+
+def check_engine_folder(name: str, folder: Path | None) -> Path:
+    """The build folder for ``name``, with every file the repository needs, or one line why not."""
+    if folder is None:
+        raise RepositoryError(
+            f"the gpu profile serves {name} from TensorRT-LLM engines: {ENGINE_HINT[name]}"
+        )
+    folder = Path(folder).expanduser().resolve()
+    missing = [f for f in ENGINE_LAYOUT[name] if not (folder / f).is_file()]
+    if missing:
+        raise RepositoryError(
+            f"{folder} is not a {name} TensorRT-LLM build (missing {', '.join(missing)}): "
+            f"{ENGINE_HINT[name]}"
+        )
+    return folder
+
+
+def _build_config(folder: Path, engine: str) -> dict:
+    """``build_config`` of a TensorRT-LLM engine's config.json (trtllm-build writes it)."""
+    config = json.loads((folder / engine / "config.json").read_text())
+    return config.get("build_config") or {}
+
+
+# The encoder engine's dtype -> the Triton type of its mel input.
+FEATURE_TYPES = {"float16": "TYPE_FP16", "float32": "TYPE_FP32"}  # numpy has no bfloat16
+
+
+def _whisper_engine_vars(folder: Path) -> dict[str, str]:
+    meta = json.loads((folder / "whisper.json").read_text())
+    decoder = _build_config(folder, "engines/decoder")
+    if not decoder.get("gather_generation_logits"):
+        raise RepositoryError(
+            f"{folder}/engines/decoder was built without --gather_generation_logits: asr_whisper "
+            "reads the first step's logits for the language and the no-speech probability"
+        )
+    encoder = json.loads((folder / "engines/encoder/config.json").read_text())
+    dtype = (encoder.get("pretrained_config") or {}).get("dtype", "float16")
+    if dtype not in FEATURE_TYPES:
+        raise RepositoryError(f"{folder}/engines/encoder: unsupported dtype {dtype!r}")
+    return {
+        "asr_n_mels": str(meta["n_mels"]),
+        "asr_n_frames": str(meta["n_frames"]),
+        "asr_languages": ",".join(sorted(meta["languages"])) or "en",
+        "asr_source": str(folder),
+        "asr_engine_max_batch_size": str(int(decoder.get("max_batch_size", 8))),
+        "asr_feature_dtype": dtype,
+        "asr_feature_type": FEATURE_TYPES[dtype],
+    }
+
+
+def _llm_engine_vars(folder: Path) -> dict[str, str]:
+    engine = _build_config(folder, "engine")
+    return {
+        "llm_source": str(folder),
+        "llm_max_batch_size": str(int(engine.get("max_batch_size", 8))),
+    }
+
+
+ENGINE_VARS: dict[str, Callable[[Path], dict[str, str]]] = {
+    "whisper": _whisper_engine_vars,
+    "llm": _llm_engine_vars,
+}
+
+
 def template_vars(
-    profile: Profile, exports: Exports, models: tuple[ModelSpec, ...]
+    profile: Profile,
+    exports: Exports,
+    models: tuple[ModelSpec, ...],
+    engines: dict[str, Path] | None = None,
 ) -> dict[str, str]:
     """Every ``${var}`` value for the models being built; model facts come from the exports'
-    metadata, and only the exports those models use are made."""
+    (and engines') metadata, and only the exports those models use are made."""
     values = dict(PROFILE_DEFAULTS[profile])
     for name in sorted({spec.export for spec in models if spec.export}):
         values.update(EXPORT_VARS[name](exports.get(name)))
+    for name, folder in sorted((engines or {}).items()):
+        values.update(ENGINE_VARS[name](folder))
     return values
 
 
@@ -273,7 +428,27 @@ def validate_repository(root: Path) -> dict[str, ModelConfig]:
         missing = {t.name for t in config.output} - produced
         if missing:
             raise RepositoryError(f"ensemble {config.name!r}: outputs never produced: {missing}")
+        _check_decoupled_lineage(config, configs)
     return configs
+
+
+def _check_decoupled_lineage(config: ModelConfig, configs: dict[str, ModelConfig]) -> None:
+    """Triton refuses, at inference time, a step whose inputs come from different sides of a
+    decoupled step ("receives inputs originated from different decoupled models"); catch it
+    when building instead."""
+    origin: dict[str, frozenset[str]] = {t.name: frozenset() for t in config.input}
+    for step in config.ensemble_scheduling.step:
+        sources = {origin.get(value, frozenset()) for value in step.input_map.values()}
+        if len(sources) > 1:
+            raise RepositoryError(
+                f"ensemble {config.name!r}: {step.model_name!r} mixes tensors from before and "
+                "after a decoupled step; Triton refuses that"
+            )
+        made = next(iter(sources), frozenset())
+        if configs[step.model_name].model_transaction_policy.decoupled:
+            made = made | {step.model_name}
+        for value in step.output_map.values():
+            origin[value] = made
 
 
 def _config_template(model_dir: Path, profile: Profile) -> Path:
@@ -289,28 +464,37 @@ def build_repository(
     sources: dict[str, str | None] | None = None,
     options: dict[str, dict[str, str]] | None = None,
     templates: Path = TEMPLATES,
-    models: tuple[ModelSpec, ...] = MODELS,
+    models: tuple[ModelSpec, ...] | None = None,
     overrides: dict[str, str] | None = None,
+    engines: dict[str, Path | None] | None = None,
+    repository_path: str | None = None,
 ) -> Path:
     """Build the repository for ``profile`` into ``out`` (replaced atomically).
 
-    ``overrides`` replace profile defaults (e.g. ``tts_max_chars`` from the settings).
+    ``models`` defaults to the profile's :func:`pipeline`. ``engines`` names the TensorRT-LLM
+    build folders (``whisper``, ``llm``) the gpu profile's models need. ``repository_path``
+    is where Triton will see ``out`` (default: ``out`` itself; the engines' paths in the
+    configs are absolute). ``overrides`` replace profile defaults (e.g. ``tts_max_chars``).
     """
     if profile not in PROFILE_DEFAULTS:
         raise RepositoryError(
             f"unknown profile {profile!r}; choose one of {list(PROFILE_DEFAULTS)}"
         )
+    models = pipeline(profile) if models is None else models
     exports = Exports(cache_dir=cache_dir, sources=dict(sources or {}), options=dict(options or {}))
+    needed = sorted({spec.engine for spec in models if spec.engine})
+    folders = {name: check_engine_folder(name, (engines or {}).get(name)) for name in needed}
+    out = out.resolve()
     try:
-        values = template_vars(profile, exports, models) | dict(overrides or {})
+        values = template_vars(profile, exports, models, folders)
     except ExportError as exc:
         raise RepositoryError(str(exc)) from exc
+    values |= {"repository_path": repository_path or str(out)} | dict(overrides or {})
 
-    out = out.resolve()
     manifest: dict[str, object] = {"profile": profile, "built_at": time.time(), "models": {}}
     with staged_directory(out, prefix=".repo-") as staging:
         for spec in models:
-            entry = _build_model(spec, profile, staging, templates, values, exports)
+            entry = _build_model(spec, profile, staging, templates, values, exports, folders)
             manifest["models"][spec.name] = entry  # type: ignore[index]
         leftovers = find_unfilled(staging)
         if leftovers:
@@ -328,6 +512,7 @@ def _build_model(
     templates: Path,
     values: dict[str, str],
     exports: Exports,
+    engines: dict[str, Path],
 ) -> dict[str, object]:
     src = templates / spec.name
     if not src.is_dir():
@@ -347,7 +532,12 @@ def _build_model(
             shutil.copy2(code, version_dir / code.name)
 
     entry: dict[str, object] = {"template": str(template.relative_to(templates))}
-    if spec.export:
+    if spec.engine:
+        folder = engines[spec.engine]
+        for src_name, dst_name in spec.artifacts.items():
+            _link_or_copy(folder / src_name, version_dir / dst_name)
+        entry.update(engine=spec.engine, engine_folder=str(folder), artifacts=spec.artifacts)
+    elif spec.export:
         export_dir = exports.get(spec.export)
         info = ExportInfo.read(export_dir)
         artifacts = dict(spec.artifacts)
@@ -376,8 +566,11 @@ def _build_model(
     return entry
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link a cached artifact when on the same filesystem, else copy it."""
+def _link_or_copy(src: Path | str, dst: Path | str) -> None:
+    """Hard-link a cached artifact when on the same filesystem, else copy it (folders too)."""
+    if Path(src).is_dir():
+        shutil.copytree(src, dst, copy_function=_link_or_copy)
+        return
     try:
         os.link(src, dst)
     except OSError:

@@ -8,6 +8,13 @@ checkpoint's own metadata and unit-tested up to that boundary.
 Whisper follows TensorRT-LLM's two stages (``examples/models/core/whisper``):
 ``convert_checkpoint.py`` turns an openai-whisper ``.pt`` into a TensorRT-LLM checkpoint
 with ``encoder/`` and ``decoder/`` parts, and ``trtllm-build`` builds each into an engine.
+
+Each build writes one folder that ``june repo build --profile gpu`` takes as it is:
+
+- Whisper: ``engines/encoder``, ``engines/decoder``, and the serving files the CPU export
+  also has (``whisper.json``, ``tokenizer.json``, ``mel_filters.npy``);
+- LLM: ``engine/``, ``tokenizer.json``, ``tokenizer_config.json``, ``chat_template.jinja``
+  and ``llm.json`` (architecture, end tokens, context length).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from exporters.common import ExportError, progress
 
 log = logging.getLogger(__name__)
 
-TRTLLM_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3"
+TRTLLM_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3"
 
 
 def require_tool(name: str) -> str:
@@ -103,14 +110,22 @@ def whisper_build_commands(
         "--gemm_plugin", spec.precision,
         "--bert_attention_plugin", spec.precision,
         "--gpt_attention_plugin", spec.precision,
+        # the first step's logits give the language and the no-speech probability
+        "--gather_generation_logits",
     ]  # fmt: skip
     return [encoder, decoder]
 
 
 def build_whisper_engines(
-    checkpoint: Path, out: Path, *, convert_script: Path | None, spec: WhisperEngineSpec
+    checkpoint: Path,
+    out: Path,
+    *,
+    convert_script: Path | None,
+    spec: WhisperEngineSpec,
+    cache_dir: Path,
 ) -> Path:
-    """openai-whisper ``.pt`` -> TensorRT-LLM checkpoint -> encoder and decoder engines."""
+    """openai-whisper ``.pt`` -> TensorRT-LLM checkpoint -> encoder and decoder engines, plus
+    the serving files; returns ``out``."""
     if checkpoint.suffix != ".pt" or not checkpoint.is_file():
         raise ExportError(
             f"the gpu target converts openai-whisper .pt checkpoints (TensorRT-LLM's format); got {checkpoint}"
@@ -122,20 +137,26 @@ def build_whisper_engines(
             "pass --convert-script: TensorRT-LLM's examples/models/core/whisper/convert_checkpoint.py "
             "(inside the TRT-LLM image under /app/tensorrt_llm/examples)"
         )
+    from exporters.whisper import serving_files_for
+
     steps = [whisper_convert_command(convert_script, checkpoint, out / "checkpoint", spec)]
     steps += whisper_build_commands(out / "checkpoint", out / "engines", spec)
     with progress() as bar:
-        task = bar.add_task("TensorRT-LLM whisper", total=len(steps))
+        task = bar.add_task("TensorRT-LLM whisper", total=len(steps) + 1)
+        serving_files_for(checkpoint, out, cache_dir)
+        bar.advance(task)
         for cmd in steps:
-            log.info("running %s", " ".join(cmd))
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()
-                raise ExportError(
-                    f"{Path(cmd[0]).name} failed: {tail[-1] if tail else proc.returncode}"
-                )
+            _run(cmd)
             bar.advance(task)
-    return out / "engines"
+    return out
+
+
+def _run(cmd: list[str]) -> None:
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise ExportError(f"{Path(cmd[0]).name} failed: {tail[-1] if tail else proc.returncode}")
 
 
 # --- LLMs: Qwen family and Llama ---------------------------------------------------------
@@ -188,16 +209,17 @@ def convert_llm_checkpoint(hf_dir: Path, out: Path, architecture: str, spec: Llm
 
 
 def build_llm_engines(hf_dir: Path, out: Path, architecture: str, spec: LlmEngineSpec) -> Path:
+    """Hugging Face folder -> ``out/engine`` plus the tokenizer files; returns ``out``."""
+    from exporters.llm import write_serving_files
+
     require_tensorrt_llm()
     require_tool("trtllm-build")
     with progress() as bar:
-        task = bar.add_task("TensorRT-LLM llm", total=2)
+        task = bar.add_task("TensorRT-LLM llm", total=3)
+        write_serving_files(hf_dir, out)
+        bar.advance(task)
         checkpoint = convert_llm_checkpoint(hf_dir, out / "checkpoint", architecture, spec)
         bar.advance(task)
-        cmd = llm_build_command(checkpoint, out / "engine", spec)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()
-            raise ExportError(f"trtllm-build failed: {tail[-1] if tail else proc.returncode}")
+        _run(llm_build_command(checkpoint, out / "engine", spec))
         bar.advance(task)
-    return out / "engine"
+    return out

@@ -172,9 +172,8 @@ def _build(
     path: Path, kind: str, out: Path, *, digest: str, options: dict, cache_dir: Path
 ) -> None:
     try:
-        import numpy as np
         import torch
-        from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+        from transformers import WhisperForConditionalGeneration
     except ImportError as exc:  # pragma: no cover
         raise ExportError(f"export needs the 'export' extra ({exc.name} missing)") from exc
 
@@ -201,23 +200,12 @@ def _build(
             _quantize(out)
         bar.advance(task)
 
-        extractor = WhisperFeatureExtractor(
-            feature_size=n_mels, sampling_rate=SAMPLE_RATE, hop_length=HOP_LENGTH, n_fft=N_FFT
-        )
-        np.save(out / "mel_filters.npy", extractor.mel_filters.astype(np.float32))
-        shutil.copy2(hf_dir / "tokenizer.json", out / "tokenizer.json")
-        (out / "whisper.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        write_serving_files(hf_dir, out, meta)
         parity = _check_parity(model, out, meta)
         bar.advance(task)
 
         shutil.rmtree(out / ".work", ignore_errors=True)
-        files = (
-            "encoder.onnx",
-            "decoder.onnx",
-            "tokenizer.json",
-            "mel_filters.npy",
-            "whisper.json",
-        )
+        files = ("encoder.onnx", "decoder.onnx", *SERVING_FILES)
         ExportInfo(
             target=TARGET,
             exporter_version=EXPORTER_VERSION,
@@ -228,6 +216,37 @@ def _build(
             extra={**{k: meta[k] for k in ("n_mels", "multilingual", "n_layers")}, **parity},
         ).write(out)
         bar.advance(task)
+
+
+SERVING_FILES = ("tokenizer.json", "mel_filters.npy", "whisper.json")
+
+
+def write_serving_files(hf_dir: Path, out: Path, meta: dict) -> None:
+    """What ``asr_features`` and ``asr_whisper`` read, whatever runs the graphs: the mel
+    filter bank, the tokenizer and the checkpoint's metadata."""
+    import numpy as np
+    from transformers import WhisperFeatureExtractor
+
+    extractor = WhisperFeatureExtractor(
+        feature_size=meta["n_mels"], sampling_rate=SAMPLE_RATE, hop_length=HOP_LENGTH, n_fft=N_FFT
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "mel_filters.npy", extractor.mel_filters.astype(np.float32))
+    shutil.copy2(hf_dir / "tokenizer.json", out / "tokenizer.json")
+    (out / "whisper.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def serving_files_for(source: str | Path, out: Path, cache_dir: Path) -> dict:
+    """Write the serving files for any Whisper source; returns its metadata (gpu exports)."""
+    from transformers import WhisperForConditionalGeneration
+
+    path, kind = resolve_source(source, cache_dir)
+    hf_dir = to_huggingface(path, kind, out / ".work", cache_dir)
+    model = WhisperForConditionalGeneration.from_pretrained(hf_dir)
+    meta = whisper_metadata(model, hf_dir)
+    write_serving_files(hf_dir, out, meta)
+    shutil.rmtree(out / ".work", ignore_errors=True)
+    return meta
 
 
 def whisper_metadata(model: object, hf_dir: Path) -> dict:

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         "CTranslate2 / Hugging Face Whisper folder or openai-whisper .pt file.",
     )
     asr_precision: Literal["fp32", "int8"] = "fp32"
+    asr_engine_dir: Path | None = Field(
+        None,
+        description="gpu profile: the folder `june export whisper --target gpu --out` wrote "
+        "(TensorRT-LLM encoder and decoder engines, tokenizer, metadata).",
+    )
     max_audio_seconds: float = Field(600.0, gt=0, description="Longer uploads get 413.")
     max_audio_bytes: int = Field(25 * 1024 * 1024, gt=0, description="Larger uploads get 413.")
 
@@ -77,6 +82,11 @@ class Settings(BaseSettings):
         "Face folder or GGUF file (production: a Qwen instruct model).",
     )
     llm_precision: Literal["fp32", "int8", "int4"] = "int4"
+    llm_engine_dir: Path | None = Field(
+        None,
+        description="gpu profile: the folder `june export llm --target gpu --out` wrote "
+        "(TensorRT-LLM engine, tokenizer, chat template).",
+    )
     llm_prompt_tokens: int = Field(
         1536, ge=64, description="Prompt budget; the oldest history is cut to fit it."
     )

@@ -7,7 +7,9 @@ weights' digest and the exporter version, so only the first run on a machine exp
 from __future__ import annotations
 
 import importlib.util
+import json
 import random
+import shutil
 import socket
 import sys
 from collections.abc import Iterator
@@ -83,6 +85,47 @@ def whisper_export(cache_dir: Path) -> Path:
     from exporters.whisper import export_whisper
 
     return export_whisper("whisper-base", cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def smollm_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct (real weights, the offline GGUF) as a Hugging Face folder."""
+    from exporters.llm import import_gguf, resolve_source
+
+    gguf, kind = resolve_source("smollm2-135m-instruct")
+    assert kind == "gguf"
+    return import_gguf(gguf, tmp_path_factory.mktemp("smollm") / "hf")
+
+
+def engine_config(dtype: str, **build: object) -> str:
+    """The config.json trtllm-build writes beside an engine (the fields June reads)."""
+    return json.dumps({"pretrained_config": {"dtype": dtype}, "build_config": build})
+
+
+@pytest.fixture(scope="session")
+def trtllm_builds(
+    tmp_path_factory: pytest.TempPathFactory, whisper_export: Path, smollm_hf: Path
+) -> dict[str, Path]:
+    """The folders `june export whisper|llm --target gpu` write, with real serving files and
+    trtllm-build's config.json, but no engine plans: those need a GPU and TensorRT-LLM."""
+    from exporters.llm import write_serving_files
+    from exporters.whisper import SERVING_FILES
+
+    root = tmp_path_factory.mktemp("trtllm")
+    whisper = root / "whisper"
+    for name in SERVING_FILES:
+        (whisper / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(whisper_export / name, whisper / name)
+    for part, build in (
+        ("encoder", {"max_batch_size": 8}),
+        ("decoder", {"max_batch_size": 8, "max_beam_width": 1, "gather_generation_logits": True}),
+    ):
+        (whisper / "engines" / part).mkdir(parents=True)
+        (whisper / "engines" / part / "config.json").write_text(engine_config("float16", **build))
+    llm = write_serving_files(smollm_hf, root / "llm")
+    (llm / "engine").mkdir()
+    (llm / "engine" / "config.json").write_text(engine_config("float16", max_batch_size=16))
+    return {"whisper": whisper, "llm": llm}
 
 
 @pytest.fixture(scope="session")

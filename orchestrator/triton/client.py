@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import time
@@ -230,8 +231,13 @@ class TritonGateway:
     ) -> AsyncIterator[ChatChunk]:
         """Stream a chat completion from the decoupled ``llm`` model.
 
-        Closing the iterator early (the HTTP client went away) cancels the gRPC stream, and the
-        model frees the request's slot.
+        Both profiles' ``llm`` end the stream with Triton's final flag. The cpu model sets
+        FINISH_REASON and the token counts on its last response; the gpu ensemble cannot (each
+        response passes its postprocessing step alone), so its stream ends with an empty final
+        response and the reason is worked out here: ``length`` if ``max_tokens`` were made,
+        else ``stop``. TEXT is UTF-8 bytes, decoded incrementally, so a character split across
+        two responses is joined. Closing the iterator early (the HTTP client went away)
+        cancels the gRPC stream, and the model frees the request's slot.
         """
         inputs = [
             _tensor(
@@ -249,8 +255,14 @@ class TritonGateway:
             inputs.append(_tensor("SEED", "INT64", np.array([seed], dtype=np.int64)))
 
         async def requests() -> AsyncIterator[dict]:
-            yield {"model_name": model, "inputs": inputs}
+            yield {
+                "model_name": model,
+                "inputs": inputs,
+                "parameters": {"triton_enable_empty_final_response": True},
+            }
 
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        prompt_tokens = completion_tokens = 0
         start = time.perf_counter()
         stream = self._client.stream_infer(inputs_iterator=requests())
         try:
@@ -258,21 +270,37 @@ class TritonGateway:
                 if error is not None:
                     message = error.message() if hasattr(error, "message") else str(error)
                     metrics.TRITON_ERRORS.labels(model=model, kind="inference").inc()
-                    if message.startswith("llm: "):  # the model rejected this request's content
-                        raise LlmRequestError(message.removeprefix("llm: "))
+                    if "llm: " in message:  # the model rejected this request's content
+                        raise LlmRequestError(message.split("llm: ", 1)[1])
                     raise TritonInferenceError(f"Triton model {model!r} failed: {message}")
-                delta = result.as_numpy("TEXT")[0].decode("utf-8", "replace")
-                reason = result.as_numpy("FINISH_REASON")[0].decode()
-                if reason:
+                response = result.get_response()
+                final = (
+                    "triton_final_response" in response.parameters
+                    and response.parameters["triton_final_response"].bool_param
+                )
+                if response.outputs:
+                    delta = text.decode(result.as_numpy("TEXT")[0])
+                    completion_tokens += int(result.as_numpy("TOKEN_IDS").size)
+                    prompt_tokens = int(result.as_numpy("PROMPT_TOKENS")[0]) or prompt_tokens
+                    reason = result.as_numpy("FINISH_REASON")[0].decode()
+                    if reason:
+                        yield ChatChunk(
+                            delta=delta + text.decode(b"", final=True),
+                            finish_reason=reason,
+                            prompt_tokens=prompt_tokens,
+                            completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
+                        )
+                        return
+                    if delta:
+                        yield ChatChunk(delta=delta)
+                if final:
                     yield ChatChunk(
-                        delta=delta,
-                        finish_reason=reason,
-                        prompt_tokens=int(result.as_numpy("PROMPT_TOKENS")[0]),
-                        completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
+                        delta=text.decode(b"", final=True),
+                        finish_reason="length" if completion_tokens >= max_tokens else "stop",
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
                     )
                     return
-                if delta:
-                    yield ChatChunk(delta=delta)
         except InferenceServerException as exc:
             metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
             raise TritonUnavailable(f"Triton model {model!r} is unavailable") from exc

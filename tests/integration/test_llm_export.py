@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from exporters.common import ExportError
-from exporters.llm import builder_command, export_llm, import_gguf, resolve_source
+from exporters.llm import builder_command, export_llm, resolve_source
 
 PROMPTS = [
     "The capital of France is",
@@ -41,13 +41,6 @@ def hf_greedy(model, ids: list[int], new_tokens: int) -> list[int]:
             pad_token_id=model.config.eos_token_id,
         )  # fmt: skip
     return out[0, len(ids) :].tolist()
-
-
-@pytest.fixture(scope="module")
-def smollm_hf(tmp_path_factory):
-    gguf, kind = resolve_source("smollm2-135m-instruct")
-    assert kind == "gguf"
-    return import_gguf(gguf, tmp_path_factory.mktemp("smollm") / "hf")
 
 
 def tiny_model(kind: str, folder, tokenizer_dir):

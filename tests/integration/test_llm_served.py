@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from benchmarks.llm_client import stream_chat
-from exporters.llm import import_gguf, resolve_source
 from exporters.repository import MODELS, build_repository
 from tests.conftest import make_triton
 from tests.integration.test_llm_export import tiny_model
@@ -18,13 +17,6 @@ QUESTIONS = [
     "Write one sentence about the sea.",
     "List three fruits.",
 ]
-
-
-@pytest.fixture(scope="module")
-def smollm_hf(tmp_path_factory):
-    return import_gguf(
-        resolve_source("smollm2-135m-instruct")[0], tmp_path_factory.mktemp("smol") / "hf"
-    )
 
 
 def serve_llm(tmp_path, cache_dir, source, precision):

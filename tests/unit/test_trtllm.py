@@ -26,6 +26,7 @@ def test_build_commands_follow_the_spec(tmp_path):
     assert decoder[decoder.index("--max_seq_len") + 1] == str(14 + 100)
     assert decoder[decoder.index("--max_beam_width") + 1] == "2"
     assert decoder[decoder.index("--gpt_attention_plugin") + 1] == "bfloat16"
+    assert "--gather_generation_logits" in decoder  # asr_whisper reads the first step's logits
 
 
 def test_convert_command_weight_only(tmp_path):
@@ -50,14 +51,22 @@ def test_missing_tool_is_one_clear_line(tmp_path):
     checkpoint.write_bytes(b"x")
     with pytest.raises(ExportError, match="TensorRT-LLM"):
         build_whisper_engines(
-            checkpoint, tmp_path / "out", convert_script=None, spec=WhisperEngineSpec()
+            checkpoint,
+            tmp_path / "out",
+            convert_script=None,
+            spec=WhisperEngineSpec(),
+            cache_dir=tmp_path,
         )
 
 
 def test_gpu_target_needs_an_openai_checkpoint(tmp_path):
     with pytest.raises(ExportError, match=r"openai-whisper \.pt"):
         build_whisper_engines(
-            tmp_path / "folder", tmp_path / "out", convert_script=None, spec=WhisperEngineSpec()
+            tmp_path / "folder",
+            tmp_path / "out",
+            convert_script=None,
+            spec=WhisperEngineSpec(),
+            cache_dir=tmp_path,
         )
 
 
@@ -70,14 +79,18 @@ def test_gpu_target_needs_an_openai_checkpoint(tmp_path):
     "and JUNE_TRTLLM_WHISPER_CONVERT (TensorRT-LLM's whisper convert_checkpoint.py)",
 )
 def test_trtllm_whisper_engines_build(tmp_path):  # pragma: no cover - GPU hosts only
-    engines = build_whisper_engines(
+    from exporters.repository import check_engine_folder
+
+    folder = build_whisper_engines(
         Path(os.environ["JUNE_WHISPER_PT"]),
         tmp_path,
         convert_script=Path(os.environ["JUNE_TRTLLM_WHISPER_CONVERT"]),
         spec=WhisperEngineSpec(),
+        cache_dir=tmp_path / "cache",
     )
-    assert any((engines / "encoder").glob("*.engine"))
-    assert any((engines / "decoder").glob("*.engine"))
+    assert any((folder / "engines/encoder").glob("*.engine"))
+    assert any((folder / "engines/decoder").glob("*.engine"))
+    check_engine_folder("whisper", folder)  # what `june repo build --profile gpu` takes
 
 
 def test_llm_build_command(tmp_path):
@@ -109,9 +122,11 @@ def test_llm_gpu_target_without_tensorrt_llm(tmp_path):
     reason="needs a GPU with TensorRT-LLM (NGC trtllm image) and JUNE_QWEN_HF_DIR (a Qwen checkpoint)",
 )
 def test_trtllm_qwen_engine_builds(tmp_path):  # pragma: no cover - GPU hosts only
+    from exporters.repository import check_engine_folder
     from exporters.trtllm import LlmEngineSpec, build_llm_engines
 
-    engine = build_llm_engines(
+    folder = build_llm_engines(
         Path(os.environ["JUNE_QWEN_HF_DIR"]), tmp_path, "Qwen2ForCausalLM", LlmEngineSpec()
     )
-    assert any(engine.glob("*.engine"))
+    assert any((folder / "engine").glob("*.engine"))
+    check_engine_folder("llm", folder)  # what `june repo build --profile gpu` takes

@@ -9,8 +9,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from june_backend import decode_texts, get_logger, int_parameter, parse_model_config
-from whisper_decode import WhisperGreedy
+from june_backend import (
+    decode_texts,
+    get_logger,
+    int_parameter,
+    parse_model_config,
+    string_parameters,
+)
+from whisper_rules import WhisperRules
 
 log = get_logger("asr_whisper")
 
@@ -23,15 +29,28 @@ def _language(request: object) -> str | None:
     return values[0].strip().lower() or None if values else None
 
 
+def _runtime(config: dict, folder: Path) -> WhisperRules:
+    """ONNX Runtime in this process (cpu), or the TensorRT-LLM engines via BLS (gpu)."""
+    params = string_parameters(config)
+    if params.get("runtime") == "tensorrt_llm":
+        from whisper_trtllm import TritonEngine, WhisperTrtllm
+
+        dtype = np.float32 if params.get("feature_dtype") == "float32" else np.float16
+        engine = TritonEngine(pb_utils, params.get("engine_model", "asr_tensorrt_llm"))
+        return WhisperTrtllm(folder, engine, feature_dtype=dtype)
+    from whisper_decode import WhisperGreedy
+
+    return WhisperGreedy(folder, intra_op_threads=int_parameter(config, "intra_op_threads", 0))
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = parse_model_config(args["model_config"])
         folder = Path(args["model_repository"]) / str(args["model_version"])
-        self.whisper = WhisperGreedy(
-            folder, intra_op_threads=int_parameter(config, "intra_op_threads", 0)
-        )
+        self.whisper = _runtime(config, folder)
         log.info(
-            "Whisper ready (%s, %d layers)",
+            "Whisper ready on %s (%s, %d layers)",
+            type(self.whisper).__name__,
             "multilingual" if self.whisper.meta["multilingual"] else "English-only",
             self.whisper.meta["n_layers"],
         )

@@ -1,0 +1,81 @@
+"""The gpu profile's Python models, without a server: chat preprocessing and token bytes."""
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from tests.conftest import load_backend_module
+
+prompt = load_backend_module("llm_preprocessing", "prompt")
+token_bytes = load_backend_module("llm_postprocessing", "token_bytes")
+
+MESSAGES = [{"role": "user", "content": "Hi there"}]
+
+
+@pytest.fixture(scope="module")
+def prep(trtllm_builds):
+    return prompt.ChatPreprocessor(trtllm_builds["llm"])
+
+
+def test_stop_words_are_tensorrt_llms_two_row_layout(prep):
+    tok = prep.tokenizer
+    words = prep.stop_words(["\n\n", "User:"])
+    first = tok.encode("\n\n", add_special_tokens=False).ids
+    second = tok.encode("User:", add_special_tokens=False).ids
+    flat = first + second + [i for i in prep.eos_ids[1:]]
+    assert words.dtype == np.int32 and words.shape == (2, len(flat))
+    assert words[0].tolist() == flat
+    ends = [len(first), len(first) + len(second)]
+    ends += [len(first) + len(second) + k + 1 for k in range(len(prep.eos_ids) - 1)]
+    assert words[1].tolist() == ends + [-1] * (len(flat) - len(ends))
+    if len(prep.eos_ids) == 1:
+        assert prep.stop_words([]).tolist() == [[0], [-1]]  # nothing to stop on
+
+
+def test_inputs_are_batched_by_one_and_greedy_is_top_k_one(prep):
+    ids = prep.prompt_ids(MESSAGES)
+    inputs = prep.inputs(MESSAGES, max_tokens=8, temperature=0.0, top_p=0.5, stop=[], seed=7)
+    assert inputs["input_ids"].tolist() == [ids]
+    assert inputs["input_lengths"].tolist() == [[len(ids)]]
+    assert inputs["request_output_len"].tolist() == [[8]]
+    assert inputs["end_id"].tolist() == [[prep.eos_ids[0]]]
+    assert inputs["runtime_top_k"].tolist() == [[1]]
+    assert inputs["temperature"].tolist() == [[1.0]]  # never 0: TensorRT-LLM divides by it
+    assert inputs["seed"].dtype == np.uint64 and inputs["seed"].tolist() == [[7]]
+    assert all(v.shape[0] == 1 for v in inputs.values())
+    sampled = prep.inputs(MESSAGES, max_tokens=8, temperature=0.7, top_p=0.9, stop=[], seed=None)
+    again = prep.inputs(MESSAGES, max_tokens=8, temperature=0.7, top_p=0.9, stop=[], seed=None)
+    assert sampled["runtime_top_k"].tolist() == [[0]]
+    assert sampled["seed"].tolist() != again["seed"].tolist()  # no shared default seed
+
+
+def test_limits_match_the_cpu_profile(prep):
+    with pytest.raises(ValueError, match="0 <= TEMPERATURE <= 2"):
+        prep.inputs(MESSAGES, max_tokens=8, temperature=2.5, top_p=1.0, stop=[], seed=None)
+    with pytest.raises(ValueError, match="exceeds the context length"):
+        prep.inputs(MESSAGES, max_tokens=10**7, temperature=0.0, top_p=1.0, stop=[], seed=None)
+
+
+def test_token_bytes_join_split_characters(trtllm_builds, prep):
+    folder = trtllm_builds["llm"]
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    to_bytes = token_bytes.TokenBytes(folder / "tokenizer.json")
+    text = "Tokyo 東京 🗼, naïve café!\n"
+    ids = tok.encode(text, add_special_tokens=False).ids
+    pieces = [to_bytes([i]) for i in ids]
+    assert any(_invalid_utf8(p) for p in pieces)  # some characters really are split
+    assert b"".join(pieces).decode() == tok.decode(ids) == text
+    assert to_bytes([prep.eos_ids[0]]) == b""  # end of turn carries no text
+
+
+def _invalid_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def test_token_bytes_refuses_tokenizers_it_cannot_map(embedder_export):
+    with pytest.raises(ValueError, match="byte-level BPE"):
+        token_bytes.TokenBytes(embedder_export / "tokenizer.json")
