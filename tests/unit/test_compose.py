@@ -9,10 +9,25 @@ COMPOSE = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read
 
 def test_services_and_images():
     services = COMPOSE["services"]
-    assert services["triton"]["image"].startswith("nvcr.io/nvidia/tritonserver:")
     assert services["postgres"]["image"].startswith("pgvector/pgvector:")
     assert "june api" in services["orchestrator"]["command"]
     assert "--profile gpu" in services["repo-build"]["command"]
+
+
+def test_triton_is_the_ngc_trtllm_image_with_the_onnxruntime_backend_added():
+    services = COMPOSE["services"]
+    dockerfile = services["triton"]["build"]["dockerfile_inline"]
+    assert "FROM nvcr.io/nvidia/tritonserver:$${RELEASE}-trtllm-python-py3" in dockerfile
+    # the same release's onnxruntime backend (embedder, FastPitch/HiFi-GAN graphs)
+    assert "FROM nvcr.io/nvidia/tritonserver:$${RELEASE}-py3 AS ort" in dockerfile
+    assert "/opt/tritonserver/backends/onnxruntime" in dockerfile
+    # the engines are built in that image, on the GPU, and handed to the repository build
+    engines = services["engines"]
+    assert engines["image"] == services["triton"]["image"]
+    assert "--target gpu" in engines["command"]
+    assert "gpu" in str(engines["deploy"])
+    env = services["repo-build"]["environment"]
+    assert env == {"JUNE_ASR_ENGINE_DIR": "/engines/whisper", "JUNE_LLM_ENGINE_DIR": "/engines/llm"}
 
 
 def test_every_published_port_is_loopback():
