@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from chat import check_sampling, parse_messages
-from june_backend import decode_texts, get_logger, parse_model_config
+from june_backend import decode_texts, get_logger, int_parameter, parse_model_config
 from llm_engine import ContinuousBatcher, Job
 
 log = get_logger("llm")
@@ -46,13 +46,16 @@ def _response(text: str, ids: list[int], final: dict | None) -> object:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        parse_model_config(args["model_config"])
+        config = parse_model_config(args["model_config"])
         folder = Path(args["model_repository"]) / str(args["model_version"])
-        self.batcher = ContinuousBatcher(folder)
+        self.batcher = ContinuousBatcher(
+            folder, intra_op_threads=int_parameter(config, "intra_op_threads", 0)
+        )
         log.info(
-            "LLM ready (batch capacity %d, context %d)",
+            "LLM ready (batch capacity %d, context %d, %d threads)",
             self.batcher.capacity,
             self.batcher.context_length,
+            self.batcher.threads,
         )
 
     def execute(self, requests: list) -> None:
