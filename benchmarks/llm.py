@@ -219,7 +219,7 @@ def run_benchmark(
         repo = build_repository(
             profile="cpu", out=runtime_dir / f"repo-{precision}", cache_dir=cache_dir, models=llm_only,
             sources={"llm": "smollm2-135m-instruct"}, options={"llm": {"precision": precision}},
-            overrides={"intra_op_threads": str(threads)},  # the same threads as the baseline
+            overrides={"llm_threads": str(threads)},  # the same threads as the baseline
         )  # fmt: skip
         stats = run_triton(repo, runtime_dir / "triton", repeats)
         results.append(

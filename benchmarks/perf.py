@@ -387,6 +387,9 @@ def voice_turn_cmd(
         str, typer.Option(help="whisper-base or whisper-tiny.en.")
     ] = "whisper-base",
     asr_precision: Annotated[str, typer.Option(help="fp32 or int8.")] = "fp32",
+    llm_threads: Annotated[
+        int | None, typer.Option(help="LLM decoder threads (default: JUNE_LLM_THREADS).")
+    ] = None,
 ) -> None:
     """A ~5 s spoken question to a spoken answer over HTTP: first and last audio byte."""
     from benchmarks.voice_turn import markdown_tables, run_benchmark
@@ -399,6 +402,7 @@ def voice_turn_cmd(
         runs=runs,
         asr_model=asr_model,
         asr_precision=asr_precision,
+        llm_threads=settings.llm_threads if llm_threads is None else llm_threads,
     )
     show(
         "Voice turn: the same spoken question, new conversation each run (same run)",

@@ -94,6 +94,7 @@ def run_benchmark(
     runs: int = 10,
     asr_model: str = "whisper-base",
     asr_precision: str = "fp32",
+    llm_threads: int = 0,
 ) -> list[TurnTimes]:
     import uvicorn
 
@@ -113,6 +114,7 @@ def run_benchmark(
         cache_dir=cache_dir,
         sources={"whisper": asr_model},
         options={"whisper": {"precision": asr_precision}},
+        overrides={"llm_threads": str(llm_threads)},
     )
     results = [TurnTimes("JSON: whole answer, then audio (baseline)"), TurnTimes("streamed")]
     with ExitStack() as stack:

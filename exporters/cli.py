@@ -274,7 +274,10 @@ def build_from_settings(
             "tts": {"vocoder": str(settings.tts_vocoder)} if fastpitch else {},
         },
         models=pipeline(profile) + (FASTPITCH_MODELS if fastpitch else ()),
-        overrides={"tts_max_chars": str(settings.tts_max_chars)},
+        overrides={
+            "tts_max_chars": str(settings.tts_max_chars),
+            "llm_threads": str(settings.llm_threads),
+        },
         engines={"whisper": settings.asr_engine_dir, "llm": settings.llm_engine_dir},
         repository_path=repository_path,
     )

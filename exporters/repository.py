@@ -174,6 +174,7 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
         "max_queue_delay_us": "2000",
         "instance_count": "1",
         "intra_op_threads": "0",
+        "llm_threads": "0",
         "tts_max_chars": "5000",
     },
     "gpu": {

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         "Face folder or GGUF file (production: a Qwen instruct model).",
     )
     llm_precision: Literal["fp32", "int8", "int4"] = "int4"
+    llm_threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads for the LLM's decoder (cpu profile); 0: every CPU Triton may use.",
+    )
     llm_engine_dir: Path | None = Field(
         None,
         description="gpu profile: the folder `june export llm --target gpu --out` wrote "
