@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ import onnxruntime_genai as og
 from chat import ChatTemplate
 
 log = logging.getLogger("june.llm")
+
+CANCEL_CHECK_S = 0.05
 
 FINISH = {
     "EOS": "stop",
@@ -78,6 +81,7 @@ class ContinuousBatcher:
         self._incoming: queue.Queue[Job | None] = queue.Queue()  # None wakes the thread to stop
         self._active: dict[int, tuple[og.Request, int, Job, og.TokenizerStream]] = {}
         self._stop = threading.Event()
+        self._cancel_checked = 0.0
         self._ready = threading.Event()
         self._error: BaseException | None = None
         # og.Model and og.Engine must be created and driven by one thread: the engine thread.
@@ -174,9 +178,7 @@ class ContinuousBatcher:
                     self._admit(self._incoming.get_nowait())
                 except queue.Empty:
                     break
-            for request, turn, job, _ in list(self._active.values()):
-                if job.is_cancelled():
-                    request.cancel_turn(turn)
+            self._cancel_abandoned()
             if not self.engine.has_pending_requests():
                 continue
             try:
@@ -187,6 +189,17 @@ class ContinuousBatcher:
                 continue
             for event in events:
                 self._handle(event)
+
+    def _cancel_abandoned(self) -> None:
+        """Cancel the turns whose clients went away. Asking Triton is a round trip to the
+        server process per request, so it is asked every CANCEL_CHECK_S, not every step."""
+        now = time.monotonic()
+        if now - self._cancel_checked < CANCEL_CHECK_S:
+            return
+        self._cancel_checked = now
+        for request, turn, job, _ in list(self._active.values()):
+            if job.is_cancelled():
+                request.cancel_turn(turn)
 
     def _admit(self, job: Job | None) -> None:
         if job is None:  # close() woke us; the loop sees _stop
