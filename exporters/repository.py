@@ -330,6 +330,7 @@ def _whisper_engine_vars(folder: Path) -> dict[str, str]:
         "asr_languages": ",".join(sorted(meta["languages"])) or "en",
         "asr_source": str(folder),
         "asr_engine_max_batch_size": str(int(decoder.get("max_batch_size", 8))),
+        "asr_engine_max_seq_len": str(int(decoder.get("max_seq_len", 0))),
         "asr_feature_dtype": dtype,
         "asr_feature_type": FEATURE_TYPES[dtype],
     }

@@ -59,7 +59,7 @@ class WhisperEngineSpec:
     max_batch_size: int = 8
     max_beam_width: int = 1
     max_prompt_len: int = 14
-    max_new_tokens: int = 100
+    max_new_tokens: int = 224  # Whisper's own sample length (half its 448 positions)
     precision: str = "float16"  # float16 | bfloat16 | float32
     weight_only: str | None = None  # None | int8 | int4
 

@@ -118,7 +118,15 @@ def trtllm_builds(
         shutil.copy2(whisper_export / name, whisper / name)
     for part, build in (
         ("encoder", {"max_batch_size": 8}),
-        ("decoder", {"max_batch_size": 8, "max_beam_width": 1, "gather_generation_logits": True}),
+        (
+            "decoder",
+            {
+                "max_batch_size": 8,
+                "max_beam_width": 1,
+                "max_seq_len": 448,
+                "gather_generation_logits": True,
+            },
+        ),
     ):
         (whisper / "engines" / part).mkdir(parents=True)
         (whisper / "engines" / part / "config.json").write_text(engine_config("float16", **build))

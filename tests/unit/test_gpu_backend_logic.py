@@ -79,3 +79,22 @@ def _invalid_utf8(data: bytes) -> bool:
 def test_token_bytes_refuses_tokenizers_it_cannot_map(embedder_export):
     with pytest.raises(ValueError, match="byte-level BPE"):
         token_bytes.TokenBytes(embedder_export / "tokenizer.json")
+
+
+def test_whisper_requests_stay_within_the_decoder_engine(whisper_export):
+    whisper_trtllm = load_backend_module("asr_whisper", "whisper_trtllm")
+    def engine(batch, outputs):
+        raise AssertionError("building requests sends nothing")
+
+    whisper = whisper_trtllm.WhisperTrtllm(whisper_export, engine, max_seq_len=238)
+    window = np.zeros((whisper.meta["n_mels"], whisper.meta["n_frames"]), dtype=np.float32)
+    prompt_ids = whisper.prompt("en")
+    greedy = whisper.greedy_inputs(window, prompt_ids)
+    assert greedy["request_output_len"].tolist() == [[238 - len(prompt_ids)]]
+    assert greedy["encoder_input_features"].shape == (1, whisper.meta["n_frames"], 80)
+    assert greedy["encoder_input_features"].dtype == np.float16
+    assert greedy["decoder_input_ids"].tolist() == [prompt_ids]
+    bias = greedy["embedding_bias"][0]
+    assert (bias[whisper.suppress] < -1e3).all() and bias[whisper.meta["eot"]] == 0
+    unlimited = whisper_trtllm.WhisperTrtllm(whisper_export, engine)
+    assert unlimited.max_seq_len == whisper.meta["max_target_positions"]

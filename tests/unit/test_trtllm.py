@@ -23,7 +23,7 @@ def test_build_commands_follow_the_spec(tmp_path):
     assert encoder[encoder.index("--checkpoint_dir") + 1] == str(tmp_path / "ckpt" / "encoder")
     assert encoder[encoder.index("--max_input_len") + 1] == "3000"
     assert decoder[decoder.index("--max_encoder_input_len") + 1] == "3000"
-    assert decoder[decoder.index("--max_seq_len") + 1] == str(14 + 100)
+    assert decoder[decoder.index("--max_seq_len") + 1] == str(14 + 224)
     assert decoder[decoder.index("--max_beam_width") + 1] == "2"
     assert decoder[decoder.index("--gpt_attention_plugin") + 1] == "bfloat16"
     assert "--gather_generation_logits" in decoder  # asr_whisper reads the first step's logits

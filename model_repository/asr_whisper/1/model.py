@@ -37,7 +37,12 @@ def _runtime(config: dict, folder: Path) -> WhisperRules:
 
         dtype = np.float32 if params.get("feature_dtype") == "float32" else np.float16
         engine = TritonEngine(pb_utils, params.get("engine_model", "asr_tensorrt_llm"))
-        return WhisperTrtllm(folder, engine, feature_dtype=dtype)
+        return WhisperTrtllm(
+            folder,
+            engine,
+            feature_dtype=dtype,
+            max_seq_len=int_parameter(config, "max_seq_len", 0),
+        )
     from whisper_decode import WhisperGreedy
 
     return WhisperGreedy(folder, intra_op_threads=int_parameter(config, "intra_op_threads", 0))

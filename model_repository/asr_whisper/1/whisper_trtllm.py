@@ -31,10 +31,20 @@ Engine = Callable[[list[Inputs], list[str]], list[dict[str, np.ndarray]]]
 
 
 class WhisperTrtllm(WhisperRules):
-    def __init__(self, folder: Path, engine: Engine, *, feature_dtype: type = np.float16) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        engine: Engine,
+        *,
+        feature_dtype: type = np.float16,
+        max_seq_len: int = 0,
+    ) -> None:
+        """``max_seq_len``: the decoder engine's limit (prompt + new tokens), 0 for none."""
         super().__init__(folder)
         self.engine = engine
         self.feature_dtype = feature_dtype
+        positions = self.meta["max_target_positions"]
+        self.max_seq_len = min(positions, max_seq_len) if max_seq_len > 0 else positions
         bias = np.zeros(self.meta["vocab_size"], dtype=np.float32)
         bias[self.suppress] = SUPPRESSED
         self.bias = bias
@@ -61,7 +71,7 @@ class WhisperTrtllm(WhisperRules):
         return inputs
 
     def greedy_inputs(self, window: np.ndarray, prompt: list[int]) -> Inputs:
-        inputs = self.window_inputs(window, prompt, self.meta["max_target_positions"] - len(prompt))
+        inputs = self.window_inputs(window, prompt, self.max_seq_len - len(prompt))
         inputs["embedding_bias"] = self.bias[None]
         inputs["min_tokens"] = np.array([[1]], dtype=np.int32)
         inputs["return_log_probs"] = np.array([[True]])
