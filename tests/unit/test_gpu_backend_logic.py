@@ -83,6 +83,7 @@ def test_token_bytes_refuses_tokenizers_it_cannot_map(embedder_export):
 
 def test_whisper_requests_stay_within_the_decoder_engine(whisper_export):
     whisper_trtllm = load_backend_module("asr_whisper", "whisper_trtllm")
+
     def engine(batch, outputs):
         raise AssertionError("building requests sends nothing")
 
