@@ -1,6 +1,7 @@
 """The ``june`` CLI: errors are one line with a non-zero exit code; perf_analyzer runs."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -43,19 +44,28 @@ def test_triton_missing_repository_is_one_line(tmp_path):
     assert len(lines) == 1 and "does not exist; build it with" in lines[0]
 
 
-def test_repo_build_writes_manifest(tmp_path, embedder_export, cache_dir):
+def test_gpu_repo_build_takes_the_engine_folders(
+    tmp_path, embedder_export, cache_dir, trtllm_builds
+):
     out = tmp_path / "repo"
-    proc = run(
-        "repo",
-        "build",
-        "--profile",
-        "gpu",
-        "--out",
-        str(out),
-        env={"JUNE_CACHE_DIR": str(cache_dir)},
-    )
+    args = ("repo", "build", "--profile", "gpu", "--out", str(out), "--repository-path", "/models")
+    proc = run(*args, env={"JUNE_CACHE_DIR": str(cache_dir)})
+    assert proc.returncode == 1
+    lines = error_lines(proc)
+    assert len(lines) == 1 and "--target gpu --out DIR" in lines[0], lines
+    assert not out.exists()
+
+    engines = {
+        "JUNE_ASR_ENGINE_DIR": str(trtllm_builds["whisper"]),
+        "JUNE_LLM_ENGINE_DIR": str(trtllm_builds["llm"]),
+    }
+    proc = run(*args, env={"JUNE_CACHE_DIR": str(cache_dir), **engines})
     assert proc.returncode == 0, proc.stderr
-    assert (out / "manifest.json").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["profile"] == "gpu"
+    assert (
+        "/models/llm_tensorrt_llm/1/engine" in (out / "llm_tensorrt_llm/config.pbtxt").read_text()
+    )
 
 
 def test_bench_perf_embed(triton, tmp_path):
