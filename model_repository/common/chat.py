@@ -7,10 +7,13 @@ The ``llm`` model (ONNX Runtime GenAI) and the gpu profile's ``llm_preprocessing
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from june_backend import decode_texts, scalar_or
 
 
 class ChatTemplate:
@@ -72,3 +75,36 @@ def parse_messages(raw: str) -> list[dict]:
 def check_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
     if max_tokens < 1 or not 0.0 <= temperature <= 2.0 or not 0.0 < top_p <= 1.0:
         raise ValueError("MAX_TOKENS >= 1, 0 <= TEMPERATURE <= 2 and 0 < TOP_P <= 1 are required")
+
+
+@dataclass
+class ChatRequest:
+    """The ``llm`` interface's inputs, read from a Triton request (not yet range-checked)."""
+
+    messages: list[dict]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: list[str]
+    seed: int | None
+
+
+def read_chat_request(pb: Any, request: Any) -> ChatRequest:
+    """MESSAGES, and the optional MAX_TOKENS (256), TEMPERATURE (0), TOP_P (1), STOP, SEED.
+
+    ``pb`` is ``triton_python_backend_utils``, passed in as ``june_backend`` does.
+    """
+
+    def tensor(name: str) -> Any:
+        return pb.get_input_tensor_by_name(request, name)
+
+    stop = tensor("STOP")
+    seed = tensor("SEED")
+    return ChatRequest(
+        messages=parse_messages(decode_texts(tensor("MESSAGES").as_numpy())[0]),
+        max_tokens=int(scalar_or(tensor("MAX_TOKENS"), 256)),
+        temperature=scalar_or(tensor("TEMPERATURE"), 0.0),
+        top_p=scalar_or(tensor("TOP_P"), 1.0),
+        stop=[s for s in decode_texts(stop.as_numpy()) if s] if stop is not None else [],
+        seed=None if seed is None else int(seed.as_numpy().reshape(-1)[0]),
+    )

@@ -9,19 +9,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from chat import check_sampling, parse_messages
-from june_backend import decode_texts, get_logger, int_parameter, parse_model_config
+from chat import check_sampling, read_chat_request
+from june_backend import get_logger, int_parameter, parse_model_config
 from llm_engine import ContinuousBatcher, Job
 
 log = get_logger("llm")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-
-
-def _scalar(request: object, name: str, default: float | int | None) -> float | int | None:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        return default
-    return tensor.as_numpy().reshape(-1)[0].item()
 
 
 def _response(text: str, ids: list[int], final: dict | None) -> object:
@@ -62,27 +55,13 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             try:
-                messages = parse_messages(
-                    decode_texts(pb_utils.get_input_tensor_by_name(request, "MESSAGES").as_numpy())[
-                        0
-                    ]
-                )
-                stop_tensor = pb_utils.get_input_tensor_by_name(request, "STOP")
-                stop = (
-                    [s for s in decode_texts(stop_tensor.as_numpy()) if s]
-                    if stop_tensor is not None
-                    else []
-                )
-                max_tokens = int(_scalar(request, "MAX_TOKENS", 256))
-                temperature = float(_scalar(request, "TEMPERATURE", 0.0))
-                top_p = float(_scalar(request, "TOP_P", 1.0))
-                seed = _scalar(request, "SEED", None)
-                if seed is not None and not self.batcher.supports_seed:
+                chat = read_chat_request(pb_utils, request)
+                if chat.seed is not None and not self.batcher.supports_seed:
                     raise ValueError(
                         "SEED is not supported here: ONNX Runtime GenAI seeds requests only in its "
                         "dynamic-batching (CUDA paged-attention) engine"
                     )
-                check_sampling(max_tokens, temperature, top_p)
+                check_sampling(chat.max_tokens, chat.temperature, chat.top_p)
 
                 def emit(
                     delta: str, ids: list[int], final: dict | None, sender: object = sender
@@ -102,12 +81,12 @@ class TritonPythonModel:
 
                 self.batcher.submit(
                     Job(
-                        prompt_ids=self.batcher.encode_chat(messages),
-                        max_tokens=max_tokens,
-                        temperature=temperature,
-                        top_p=top_p,
-                        seed=None if seed is None else int(seed),
-                        stop=stop,
+                        prompt_ids=self.batcher.encode_chat(chat.messages),
+                        max_tokens=chat.max_tokens,
+                        temperature=chat.temperature,
+                        top_p=chat.top_p,
+                        seed=chat.seed,
+                        stop=chat.stop,
                         emit=emit,
                         is_cancelled=request.is_cancelled,
                     )

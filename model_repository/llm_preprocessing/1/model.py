@@ -8,8 +8,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import triton_python_backend_utils as pb_utils
-from chat import parse_messages
-from june_backend import answer_each, decode_texts, get_logger, parse_model_config, scalar_or
+from chat import read_chat_request
+from june_backend import answer_each, get_logger, parse_model_config
 from prompt import ChatPreprocessor
 
 log = get_logger("llm_preprocessing")
@@ -27,18 +27,13 @@ class TritonPythonModel:
         return answer_each(pb_utils, requests, self.prepare, prefix="llm", log=log)
 
     def prepare(self, request: object) -> list:
-        def tensor(name: str) -> object:
-            return pb_utils.get_input_tensor_by_name(request, name)
-
-        messages = parse_messages(decode_texts(tensor("MESSAGES").as_numpy())[0])
-        stop = tensor("STOP")
-        seed = tensor("SEED")
+        chat = read_chat_request(pb_utils, request)
         inputs = self.prep.inputs(
-            messages,
-            max_tokens=int(scalar_or(tensor("MAX_TOKENS"), 256)),
-            temperature=scalar_or(tensor("TEMPERATURE"), 0.0),
-            top_p=scalar_or(tensor("TOP_P"), 1.0),
-            stop=[s for s in decode_texts(stop.as_numpy()) if s] if stop is not None else [],
-            seed=None if seed is None else int(seed.as_numpy().reshape(-1)[0]),
+            chat.messages,
+            max_tokens=chat.max_tokens,
+            temperature=chat.temperature,
+            top_p=chat.top_p,
+            stop=chat.stop,
+            seed=chat.seed,
         )
         return [pb_utils.Tensor(name, value) for name, value in inputs.items()]
