@@ -127,6 +127,10 @@ def end_tokens(hf_dir: Path) -> dict[str, object]:
     return {"eos_token_ids": eos_ids, "pad_token_id": int(pad) if pad is not None else eos_ids[0]}
 
 
+# What write_serving_files puts beside a TensorRT-LLM engine.
+SERVING_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "llm.json")
+
+
 def write_serving_files(hf_dir: Path, out: Path) -> Path:
     """What the gpu profile's pre/postprocessing models need beside a TensorRT-LLM engine:
     the tokenizer, the chat template and ``llm.json`` (architecture, end tokens, context)."""

@@ -26,9 +26,11 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from exporters.common import ExportError, ExportInfo, staged_directory
 from exporters.embedder import export_embedder
+from exporters.llm import SERVING_FILES as LLM_SERVING_FILES
 from exporters.llm import export_llm
 from exporters.piper import export_piper
 from exporters.tts import export_tts
+from exporters.whisper import SERVING_FILES as WHISPER_SERVING_FILES
 from exporters.whisper import export_whisper
 
 log = logging.getLogger(__name__)
@@ -126,10 +128,7 @@ GPU_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "llm_preprocessing",
         engine="llm",
-        artifacts={
-            n: n
-            for n in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "llm.json")
-        },
+        artifacts={n: n for n in LLM_SERVING_FILES},
     ),
     ModelSpec(
         "llm_tensorrt_llm", engine="llm", artifacts={"engine": "engine"}, python_backend=NO_CODE
@@ -227,14 +226,18 @@ def _embedder_vars(export_dir: Path) -> dict[str, str]:
     return {"embed_dim": str(extra["dim"]), "max_seq_length": str(extra["max_seq_length"])}
 
 
-def _whisper_vars(export_dir: Path) -> dict[str, str]:
-    meta = json.loads((export_dir / "whisper.json").read_text())
+def _whisper_meta_vars(folder: Path) -> dict[str, str]:
+    """What the asr templates need from ``whisper.json`` (a cpu export or a gpu build)."""
+    meta = json.loads((folder / "whisper.json").read_text())
     return {
         "asr_n_mels": str(meta["n_mels"]),
         "asr_n_frames": str(meta["n_frames"]),
         "asr_languages": ",".join(sorted(meta["languages"])) or "en",
-        "asr_source": ExportInfo.read(export_dir).source,
     }
+
+
+def _whisper_vars(export_dir: Path) -> dict[str, str]:
+    return _whisper_meta_vars(export_dir) | {"asr_source": ExportInfo.read(export_dir).source}
 
 
 def _llm_vars(export_dir: Path) -> dict[str, str]:
@@ -266,17 +269,9 @@ ENGINE_LAYOUT: dict[str, tuple[str, ...]] = {
     "whisper": (
         "engines/encoder/config.json",
         "engines/decoder/config.json",
-        "whisper.json",
-        "tokenizer.json",
-        "mel_filters.npy",
+        *WHISPER_SERVING_FILES,
     ),
-    "llm": (
-        "engine/config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.jinja",
-        "llm.json",
-    ),
+    "llm": ("engine/config.json", *LLM_SERVING_FILES),
 }
 ENGINE_HINT = {
     "whisper": "june export whisper --source MODEL.pt --target gpu --out DIR, "
@@ -302,10 +297,11 @@ def check_engine_folder(name: str, folder: Path | None) -> Path:
     return folder
 
 
-def _build_config(folder: Path, engine: str) -> dict:
-    """``build_config`` of a TensorRT-LLM engine's config.json (trtllm-build writes it)."""
+def _engine_config(folder: Path, engine: str, section: str) -> dict:
+    """One section (``build_config``, ``pretrained_config``) of the config.json trtllm-build
+    writes beside an engine."""
     config = json.loads((folder / engine / "config.json").read_text())
-    return config.get("build_config") or {}
+    return config.get(section) or {}
 
 
 # The encoder engine's dtype -> the Triton type of its mel input.
@@ -313,21 +309,16 @@ FEATURE_TYPES = {"float16": "TYPE_FP16", "float32": "TYPE_FP32"}  # numpy has no
 
 
 def _whisper_engine_vars(folder: Path) -> dict[str, str]:
-    meta = json.loads((folder / "whisper.json").read_text())
-    decoder = _build_config(folder, "engines/decoder")
+    decoder = _engine_config(folder, "engines/decoder", "build_config")
     if not decoder.get("gather_generation_logits"):
         raise RepositoryError(
             f"{folder}/engines/decoder was built without --gather_generation_logits: asr_whisper "
             "reads the first step's logits for the language and the no-speech probability"
         )
-    encoder = json.loads((folder / "engines/encoder/config.json").read_text())
-    dtype = (encoder.get("pretrained_config") or {}).get("dtype", "float16")
+    dtype = _engine_config(folder, "engines/encoder", "pretrained_config").get("dtype", "float16")
     if dtype not in FEATURE_TYPES:
         raise RepositoryError(f"{folder}/engines/encoder: unsupported dtype {dtype!r}")
-    return {
-        "asr_n_mels": str(meta["n_mels"]),
-        "asr_n_frames": str(meta["n_frames"]),
-        "asr_languages": ",".join(sorted(meta["languages"])) or "en",
+    return _whisper_meta_vars(folder) | {
         "asr_source": str(folder),
         "asr_engine_max_batch_size": str(int(decoder.get("max_batch_size", 8))),
         "asr_engine_max_seq_len": str(int(decoder.get("max_seq_len", 0))),
@@ -337,7 +328,7 @@ def _whisper_engine_vars(folder: Path) -> dict[str, str]:
 
 
 def _llm_engine_vars(folder: Path) -> dict[str, str]:
-    engine = _build_config(folder, "engine")
+    engine = _engine_config(folder, "engine", "build_config")
     return {
         "llm_source": str(folder),
         "llm_max_batch_size": str(int(engine.get("max_batch_size", 8))),
