@@ -62,8 +62,8 @@ class Job:
 
 def decoder_threads(requested: int) -> int:
     """Threads for the decoder's ONNX Runtime session: ``requested``, or (0) every CPU this
-    process may run on. Left unset, ONNX Runtime GenAI ran SmolLM2 at 109 tokens/s on two
-    cores, and at 174 with both cores named (benchmarks/llm.py)."""
+    process may run on. Left unset, ONNX Runtime GenAI ran the decoder on one of two cores
+    (benchmarks/llm.py: 0.87x llama.cpp then, 1.04-1.21x with both cores named)."""
     return requested if requested > 0 else max(1, len(os.sched_getaffinity(0)))
 
 
