@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
     "june_http_requests_total", "HTTP requests by route and status.", ["method", "route", "status"]
@@ -28,4 +28,23 @@ TURN_ERRORS = Counter(
     "june_turn_errors_total",
     "Voice/text turns that ended without an answer, by kind (no_speech, stream, ...).",
     ["kind"],
+)
+ADMISSION_REFUSED = Counter(
+    "june_admission_refused_total",
+    "Requests refused at once (503) because a stage was full.",
+    ["stage"],
+)
+QUEUE_DEPTH = Gauge("june_queue_depth", "Requests waiting for each stage.", ["stage"])
+MODEL_RECOVERIES = Counter(
+    "june_model_recoveries_total",
+    "Pipelines brought back by June (a model reloaded, or tritonserver restarted).",
+    ["model", "action"],
+)
+DISCONNECTS = Counter(
+    "june_client_disconnects_total", "Requests whose client left; their work was cancelled."
+)
+REFUSED = Counter(
+    "june_refused_total",
+    "Requests refused before any work, by cause (401, 429, 503, ...).",
+    ["cause"],
 )

@@ -91,8 +91,8 @@ def answer_each(
 
     ``pb`` is ``triton_python_backend_utils`` (passed in, so this module imports nothing
     of Triton's). A request that fails gets an error response ``"<prefix>: <reason>"``
-    (the orchestrator reads the prefix) and the others in the batch are still answered:
-    one bad request must not take the instance down.
+    and the others in the batch are still answered: one bad request must not take the
+    instance down. Its code says whose fault it was (:func:`error_of`).
     """
     responses = []
     for request in requests:
@@ -100,8 +100,15 @@ def answer_each(
             responses.append(pb.InferenceResponse(output_tensors=handle(request)))
         except Exception as exc:
             log.warning("%s: request failed: %s", prefix, exc)
-            responses.append(pb.InferenceResponse(error=pb.TritonError(f"{prefix}: {exc}")))
+            responses.append(pb.InferenceResponse(error=error_of(pb, exc, prefix=prefix)))
     return responses
+
+
+def error_of(pb: Any, exc: Exception, *, prefix: str) -> Any:
+    """A ``pb_utils.TritonError`` for ``exc``: INVALID_ARG when the request's content was
+    refused (a ValueError: the client's fault, HTTP 4xx), INTERNAL otherwise (HTTP 502)."""
+    code = pb.TritonError.INVALID_ARG if isinstance(exc, ValueError) else pb.TritonError.INTERNAL
+    return pb.TritonError(f"{prefix}: {exc}", code)
 
 
 def tts_inputs(pb: Any, request: Any) -> tuple[str, float, int]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 import logging
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -15,8 +19,10 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from orchestrator import metrics
+from orchestrator.admission import Admission
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Reconnect quickly after Triton restarts (gRPC's default backoff grows to minutes).
 _CHANNEL_ARGS = [
@@ -29,17 +35,59 @@ _CHANNEL_ARGS = [
 
 
 class TritonUnavailable(RuntimeError):
-    """Triton cannot be reached or the model is not ready (HTTP 503)."""
+    """Triton cannot be reached, the model is not ready, or its deadline passed (HTTP 503)."""
+
+
+class ModelUnhealthy(TritonUnavailable):
+    """The model's backend process died; June reloads it (HTTP 503 meanwhile)."""
+
+    def __init__(self, message: str, broken: str | None = None) -> None:
+        super().__init__(message)
+        self.broken = broken  # the model whose stub died (a step of an ensemble, maybe)
 
 
 class TritonInferenceError(RuntimeError):
     """Triton answered, but the model failed the request (HTTP 502)."""
 
 
-def _is_unavailable(exc: InferenceServerException) -> bool:
-    status = (exc.status() or "").upper()
-    unavailable = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
-    return any(s in status for s in unavailable) or "not ready" in (exc.message() or "").lower()
+class ModelRequestError(ValueError):
+    """The model refused this request's content (INVALID_ARG): HTTP 4xx, never retried."""
+
+
+# A python-backend stub that died (OOM kill, crash): Triton answers every later request
+# with this until the model is loaded again.
+_UNHEALTHY = re.compile(r"Stub process '([A-Za-z0-9_]+?)_\d+_\d+' is not healthy")
+_UNAVAILABLE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED")
+
+
+def classify(model: str, status: str, message: str) -> Exception:
+    """A Triton failure as June's error, by its status code (pb_utils.TritonError codes)."""
+    status = (status or "").upper()
+    if _UNHEALTHY.search(message) or "is not healthy" in message:
+        return ModelUnhealthy(
+            f"Triton model {model!r} is restarting: its backend process died",
+            unhealthy_model(message),
+        )
+    if "INVALID_ARGUMENT" in status or "INVALID_ARG" in status:
+        reason = message.split(": ", 1)[1] if re.match(r"^[a-z_]+: ", message) else message
+        return ModelRequestError(reason)
+    if any(code in status for code in _UNAVAILABLE_CODES) or "not ready" in message.lower():
+        return TritonUnavailable(f"Triton model {model!r} is unavailable")
+    return TritonInferenceError(f"Triton model {model!r} failed: {message}")
+
+
+def unhealthy_model(message: str) -> str | None:
+    """The model whose stub died, from Triton's error message (None if it is not that)."""
+    match = _UNHEALTHY.search(message)
+    return match.group(1) if match else None
+
+
+def stage_of(model: str) -> str:
+    """The admission stage a Triton model's calls count against."""
+    for stage in ("asr", "llm", "tts", "embed"):
+        if model.startswith(stage):
+            return stage
+    return "embed"
 
 
 @dataclass(frozen=True)
@@ -69,11 +117,11 @@ class Speech:
         return len(self.audio) / self.sample_rate
 
 
-class TtsRequestError(ValueError):
+class TtsRequestError(ModelRequestError):
     """The TTS model refused the text (too long, bad PACE or SPEAKER): HTTP 4xx."""
 
 
-class LlmRequestError(ValueError):
+class LlmRequestError(ModelRequestError):
     """The LLM refused the request (e.g. prompt + max_tokens over the context): HTTP 400."""
 
 
@@ -84,16 +132,96 @@ def _tensor(name: str, dtype: str, value: np.ndarray) -> grpcclient.InferInput:
 
 
 class TritonGateway:
-    """Typed calls to June's Triton models, with metrics and clear errors."""
+    """Typed calls to June's Triton models, with metrics and clear errors.
 
-    def __init__(self, url: str, *, timeout_s: float = 30.0) -> None:
+    Every call has a deadline (``timeout_s``, or the turn's ``deadline`` if sooner) and,
+    with ``admission``, holds a slot of its stage while it runs. ``on_unhealthy(model)``
+    is told when a model's backend process has died, so it can be brought back.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 30.0,
+        admission: Admission | None = None,
+        on_unhealthy: Callable[[str], None] | None = None,
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.admission = admission
+        self.on_unhealthy = on_unhealthy
+        self.last_ok: dict[str, float] = {}  # model -> monotonic time of its last success
+        self._inflight: dict[str, set[asyncio.Event]] = {}  # model -> its calls' breakers
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
         self._asr_languages: frozenset[str] | None = None
 
+    def fail_inflight(self, model: str, why: str) -> int:
+        """Fail every call now in flight to ``model`` with :class:`ModelUnhealthy` (503).
+
+        A python-backend stub that died never answers the requests it held: without this
+        they would wait for their deadline. Returns how many calls were failed.
+        """
+        breakers = self._inflight.get(model, set())
+        for breaker in breakers:
+            breaker.set()
+        if breakers:
+            log.warning("failed %d call(s) in flight to %s: %s", len(breakers), model, why)
+        return len(breakers)
+
+    async def _guarded(self, model: str, work: Awaitable[T], timeout: float) -> T:
+        """``work`` within ``timeout``, unless :meth:`fail_inflight` breaks it first."""
+        breaker = asyncio.Event()
+        calls = self._inflight.setdefault(model, set())
+        calls.add(breaker)
+        task = asyncio.ensure_future(work)
+        broken = asyncio.ensure_future(breaker.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {task, broken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if task in done:
+                return task.result()
+            task.cancel()
+            if broken in done:
+                raise ModelUnhealthy(f"Triton model {model!r} is restarting: its backend died")
+            raise TimeoutError
+        finally:
+            broken.cancel()
+            if not task.done():
+                task.cancel()
+            calls.discard(breaker)
+
+    def _slot(self, model: str, deadline: float | None) -> AbstractAsyncContextManager:
+        if self.admission is None:
+            return nullcontext()
+        return self.admission.slot(stage_of(model), deadline)
+
+    def _timeout(self, timeout_s: float | None, deadline: float | None) -> float:
+        timeout = timeout_s or self.timeout_s
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            raise TritonUnavailable("the request ran out of time before the model was called")
+        return timeout
+
+    def _failed(self, model: str, status: str, message: str) -> Exception:
+        error = classify(model, status, message)
+        kind = "unavailable" if isinstance(error, TritonUnavailable) else "inference"
+        if isinstance(error, ModelRequestError):
+            kind = "request"
+        metrics.TRITON_ERRORS.labels(model=model, kind=kind).inc()
+        broken = unhealthy_model(message)
+        if broken and self.on_unhealthy is not None:
+            self.on_unhealthy(broken)
+        return error
+
     async def close(self) -> None:
         await self._client.close()
+
+    async def load_model(self, model: str, timeout_s: float = 120.0) -> None:
+        """(Re)load ``model`` through Triton's model-control API (explicit mode)."""
+        await self._client.load_model(model, client_timeout=timeout_s)
 
     async def ready(self, models: tuple[str, ...] = ()) -> bool:
         """True when the server is live and every model in ``models`` is ready."""
@@ -114,30 +242,42 @@ class TritonGateway:
         outputs: list[str],
         *,
         timeout_s: float | None = None,
+        deadline: float | None = None,
     ) -> grpcclient.InferResult:
-        start = time.perf_counter()
-        try:
-            result = await self._client.infer(
-                model,
-                inputs,
-                outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
-                client_timeout=timeout_s or self.timeout_s,
-            )
-        except InferenceServerException as exc:
-            kind = "unavailable" if _is_unavailable(exc) else "inference"
-            metrics.TRITON_ERRORS.labels(model=model, kind=kind).inc()
-            if kind == "unavailable":
-                raise TritonUnavailable(f"Triton model {model!r} is unavailable") from exc
-            raise TritonInferenceError(f"Triton model {model!r} failed: {exc.message()}") from exc
-        except (grpc.RpcError, OSError) as exc:
-            metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
-            raise TritonUnavailable(f"Triton at {self.url} is unreachable") from exc
-        finally:
-            metrics.TRITON_LATENCY.labels(model=model).observe(time.perf_counter() - start)
+        async with self._slot(model, deadline):
+            start = time.perf_counter()
+            timeout = self._timeout(timeout_s, deadline)
+            try:
+                result = await self._guarded(
+                    model,
+                    self._client.infer(
+                        model,
+                        inputs,
+                        outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
+                        client_timeout=timeout,
+                    ),
+                    timeout + 1.0,
+                )
+            except TimeoutError as exc:
+                metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
+                raise TritonUnavailable(f"Triton model {model!r} missed its deadline") from exc
+            except InferenceServerException as exc:
+                raise self._failed(model, exc.status() or "", exc.message() or "") from exc
+            except (grpc.RpcError, OSError) as exc:
+                metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
+                raise TritonUnavailable(f"Triton at {self.url} is unreachable") from exc
+            finally:
+                metrics.TRITON_LATENCY.labels(model=model).observe(time.perf_counter() - start)
+        self.last_ok[model] = time.monotonic()
         return result
 
     async def embed(
-        self, texts: list[str], *, model: str = "embed", batch_size: int = 32
+        self,
+        texts: list[str],
+        *,
+        model: str = "embed",
+        batch_size: int = 32,
+        deadline: float | None = None,
     ) -> np.ndarray:
         """L2-normalised embeddings, ``[len(texts), dim]`` float32.
 
@@ -151,7 +291,9 @@ class TritonGateway:
         for start in range(0, len(order), batch_size):
             batch = [texts[i] for i in order[start : start + batch_size]]
             data = np.array([[t.encode("utf-8")] for t in batch], dtype=np.object_)
-            result = await self._infer(model, [_tensor("TEXT", "BYTES", data)], ["EMBEDDING"])
+            result = await self._infer(
+                model, [_tensor("TEXT", "BYTES", data)], ["EMBEDDING"], deadline=deadline
+            )
             parts.append(result.as_numpy("EMBEDDING"))
         sorted_vectors = np.concatenate(parts).astype(np.float32, copy=False)
         vectors = np.empty_like(sorted_vectors)
@@ -171,7 +313,12 @@ class TritonGateway:
         return self._asr_languages
 
     async def transcribe(
-        self, audio: np.ndarray, *, language: str | None = None, model: str = "asr"
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        model: str = "asr",
+        deadline: float | None = None,
     ) -> Transcription:
         """16 kHz mono float32 audio -> transcript (empty when there is no speech)."""
         samples = np.ascontiguousarray(audio, dtype=np.float32)[None]
@@ -183,7 +330,11 @@ class TritonGateway:
         # CPU decoding is roughly real time at worst: allow for the audio's own length.
         timeout = self.timeout_s + len(audio) / 16000
         result = await self._infer(
-            model, inputs, ["TRANSCRIPT", "DETECTED_LANGUAGE", "NO_SPEECH"], timeout_s=timeout
+            model,
+            inputs,
+            ["TRANSCRIPT", "DETECTED_LANGUAGE", "NO_SPEECH"],
+            timeout_s=timeout,
+            deadline=deadline,
         )
         return Transcription(
             text=result.as_numpy("TRANSCRIPT").reshape(-1)[0].decode("utf-8", "replace"),
@@ -198,6 +349,7 @@ class TritonGateway:
         pace: float | None = None,
         speaker: int | None = None,
         model: str = "tts_piper",
+        deadline: float | None = None,
     ) -> Speech:
         """Text -> float32 mono audio at the voice's rate (empty: nothing speakable)."""
         inputs = [_tensor("TEXT", "BYTES", np.array([text.encode("utf-8")], dtype=np.object_))]
@@ -207,12 +359,14 @@ class TritonGateway:
             inputs.append(_tensor("SPEAKER", "INT32", np.array([speaker], dtype=np.int32)))
         try:
             result = await self._infer(
-                model, inputs, ["AUDIO", "SAMPLE_RATE"], timeout_s=self.timeout_s + len(text) / 20
+                model,
+                inputs,
+                ["AUDIO", "SAMPLE_RATE"],
+                timeout_s=self.timeout_s + len(text) / 20,
+                deadline=deadline,
             )
-        except TritonInferenceError as exc:
-            if "tts: " in str(exc):  # the model rejected this request's content
-                raise TtsRequestError(str(exc).split("tts: ", 1)[1]) from exc
-            raise
+        except ModelRequestError as exc:
+            raise TtsRequestError(str(exc)) from exc
         return Speech(
             audio=result.as_numpy("AUDIO").reshape(-1).astype(np.float32, copy=False),
             sample_rate=int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0]),
@@ -228,6 +382,7 @@ class TritonGateway:
         stop: list[str] | None = None,
         seed: int | None = None,
         model: str = "llm",
+        deadline: float | None = None,
     ) -> AsyncIterator[ChatChunk]:
         """Stream a chat completion from the decoupled ``llm`` model.
 
@@ -237,8 +392,29 @@ class TritonGateway:
         response and the reason is worked out here: ``length`` if ``max_tokens`` were made,
         else ``stop``. TEXT is UTF-8 bytes, decoded incrementally, so a character split across
         two responses is joined. Closing the iterator early (the HTTP client went away)
-        cancels the gRPC stream, and the model frees the request's slot.
+        cancels the gRPC stream, and the model frees the request's slot. The whole stream
+        has a deadline: ``deadline``, or ``timeout_s`` plus a second a token.
         """
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout_s + max_tokens
+        async with self._slot(model, deadline):
+            async for chunk in self._chat_stream(
+                messages, max_tokens, temperature, top_p, stop, seed, model, deadline
+            ):
+                yield chunk
+        self.last_ok[model] = time.monotonic()
+
+    async def _chat_stream(
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        stop: list[str] | None,
+        seed: int | None,
+        model: str,
+        deadline: float,
+    ) -> AsyncIterator[ChatChunk]:
         inputs = [
             _tensor(
                 "MESSAGES", "BYTES", np.array([json.dumps(messages).encode()], dtype=np.object_)
@@ -265,14 +441,27 @@ class TritonGateway:
         prompt_tokens = completion_tokens = 0
         start = time.perf_counter()
         stream = self._client.stream_infer(inputs_iterator=requests())
+        responses = aiter(stream)
         try:
-            async for result, error in stream:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                try:
+                    result, error = await self._guarded(model, anext(responses), remaining)
+                except StopAsyncIteration:
+                    return
                 if error is not None:
                     message = error.message() if hasattr(error, "message") else str(error)
-                    metrics.TRITON_ERRORS.labels(model=model, kind="inference").inc()
-                    if "llm: " in message:  # the model rejected this request's content
-                        raise LlmRequestError(message.split("llm: ", 1)[1])
-                    raise TritonInferenceError(f"Triton model {model!r} failed: {message}")
+                    status = error.status() if hasattr(error, "status") else ""
+                    failure = self._failed(model, status or "", message or "")
+                    # A stream's error carries no status code: the model's own prefix
+                    # says the request's content was refused.
+                    if "llm: " in message:
+                        raise LlmRequestError(message.split("llm: ", 1)[1]) from None
+                    if isinstance(failure, ModelRequestError):
+                        raise LlmRequestError(str(failure)) from None
+                    raise failure
                 response = result.get_response()
                 final = (
                     "triton_final_response" in response.parameters
@@ -301,9 +490,11 @@ class TritonGateway:
                         completion_tokens=completion_tokens,
                     )
                     return
-        except InferenceServerException as exc:
+        except TimeoutError as exc:
             metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
-            raise TritonUnavailable(f"Triton model {model!r} is unavailable") from exc
+            raise TritonUnavailable(f"Triton model {model!r} missed its deadline") from exc
+        except InferenceServerException as exc:
+            raise self._failed(model, exc.status() or "UNAVAILABLE", exc.message() or "") from exc
         except grpc.RpcError as exc:
             metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
             raise TritonUnavailable(f"Triton at {self.url} is unreachable") from exc

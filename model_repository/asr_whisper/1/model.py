@@ -11,6 +11,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from june_backend import (
     decode_texts,
+    error_of,
     get_logger,
     int_parameter,
     parse_model_config,
@@ -71,7 +72,7 @@ class TritonPythonModel:
                 batch.append((i, mel[0], language))
             except Exception as exc:
                 responses[i] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"asr_whisper: {exc}")
+                    error=error_of(pb_utils, exc, prefix="asr_whisper")
                 )
         if batch:
             try:
@@ -80,7 +81,7 @@ class TritonPythonModel:
                 log.exception("decoding failed")
                 for i, _, _ in batch:
                     responses[i] = pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(f"asr_whisper: {exc}")
+                        error=error_of(pb_utils, exc, prefix="asr_whisper")
                     )
                 return responses
             for (i, _, _), result in zip(batch, results, strict=True):

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_python_backend_utils as pb_utils
 from june_backend import (
     artifact_path,
+    error_of,
     get_logger,
     int_parameter,
     parse_model_config,
@@ -41,7 +42,7 @@ class TritonPythonModel:
             outputs = self.encoder.run(batches)
         except Exception as exc:  # fail the batch, keep the instance serving
             log.exception("encoder failed")
-            error = pb_utils.TritonError(f"encoder: {exc}")
+            error = error_of(pb_utils, exc, prefix="encoder")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
         return [
             pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("sentence_embedding", out)])

@@ -11,6 +11,7 @@ import triton_python_backend_utils as pb_utils
 from june_backend import (
     artifact_path,
     decode_texts,
+    error_of,
     get_logger,
     int_parameter,
     parse_model_config,
@@ -47,6 +48,6 @@ class TritonPythonModel:
             except Exception as exc:  # one bad request must not take the instance down
                 log.exception("tokenisation failed")
                 responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tokenizer: {exc}"))
+                    pb_utils.InferenceResponse(error=error_of(pb_utils, exc, prefix="tokenizer"))
                 )
         return responses

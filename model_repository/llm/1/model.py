@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from chat import check_sampling, read_chat_request
-from june_backend import get_logger, int_parameter, parse_model_config
+from june_backend import error_of, get_logger, int_parameter, parse_model_config
 from llm_engine import ContinuousBatcher, Job
 
 log = get_logger("llm")
@@ -93,7 +93,7 @@ class TritonPythonModel:
                 )
             except Exception as exc:  # a bad request never stops the engine
                 sender.send(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"llm: {exc}")),
+                    pb_utils.InferenceResponse(error=error_of(pb_utils, exc, prefix="llm")),
                     flags=FINAL,
                 )
         return None

@@ -1,0 +1,81 @@
+"""Admission control without servers: stages shed load at once, work is weighed per key."""
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from orchestrator.admission import Overloaded, RateLimited, Stage, WorkLimiter, work_units
+
+
+async def hold(stage: Stage, seconds: float) -> None:
+    async with stage.slot():
+        await asyncio.sleep(seconds)
+
+
+async def test_a_full_queue_is_refused_at_once_with_retry_after():
+    stage = Stage("llm", concurrency=1, queue=1, max_wait_s=30)
+    running = asyncio.create_task(hold(stage, 0.5))
+    waiting = asyncio.create_task(hold(stage, 0.01))
+    await asyncio.sleep(0.05)
+    assert (stage.active, stage.waiting) == (1, 1)
+    start = time.monotonic()
+    with pytest.raises(Overloaded) as refused:
+        async with stage.slot():
+            pass
+    assert time.monotonic() - start < 0.05  # at once, not after a timeout
+    assert refused.value.retry_after >= 1
+    await asyncio.gather(running, waiting)  # the admitted ones still finish
+    assert (stage.active, stage.waiting) == (0, 0)
+
+
+async def test_a_wait_longer_than_the_deadline_is_refused_at_once():
+    stage = Stage("asr", concurrency=1, queue=10, max_wait_s=30)
+    stage.service_s = 5.0  # each request has recently held the slot for 5 s
+    running = asyncio.create_task(hold(stage, 0.3))
+    await asyncio.sleep(0.02)
+    with pytest.raises(Overloaded, match="expected wait"):
+        async with stage.slot(deadline=time.monotonic() + 2):
+            pass
+    await running
+
+
+async def test_waiters_get_slots_in_turn_and_the_service_time_is_learned():
+    stage = Stage("tts", concurrency=2, queue=8, max_wait_s=5)
+    await asyncio.gather(*(hold(stage, 0.05) for _ in range(6)))
+    assert stage.active == 0 and stage.waiting == 0
+    assert 0.03 < stage.service_s < 0.5
+
+
+async def test_a_cancelled_waiter_leaves_the_queue():
+    stage = Stage("llm", concurrency=1, queue=4, max_wait_s=5)
+    running = asyncio.create_task(hold(stage, 0.3))
+    await asyncio.sleep(0.01)
+    waiter = asyncio.create_task(hold(stage, 0.01))
+    await asyncio.sleep(0.01)
+    assert stage.waiting == 1
+    waiter.cancel()  # the client left while queued
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert stage.waiting == 0
+    await running
+    assert stage.active == 0
+
+
+def test_work_is_weighed_and_a_big_request_leaves_the_key_in_debt(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("orchestrator.admission.time.monotonic", lambda: now[0])
+    limiter = WorkLimiter(per_minute=60)  # one unit a second, bursts of 60
+    key = uuid.uuid4()
+    limiter.charge(key, work_units(audio_seconds=90))  # one long recording goes through
+    with pytest.raises(RateLimited) as limited:
+        limiter.charge(key, work_units(tokens=100))  # ... and the key then waits
+    assert limited.value.retry_after >= 30
+    limiter.charge(uuid.uuid4(), 10)  # another key is not affected
+    now[0] += 120
+    limiter.charge(key, 10)
+
+
+def test_work_units():
+    assert work_units(audio_seconds=3, tokens=20, characters=30) == pytest.approx(3 + 2 + 2)
