@@ -1,7 +1,7 @@
 """The Telegram bot: voice messages in, voice replies out, through python-telegram-bot.
 
 The bot is thin: it calls the same voice turn as ``POST /v1/voice`` (in process, through
-the app's :class:`~orchestrator.turn.VoiceTurn`) and adds only Telegram I/O. It lives in
+the app's :class:`~orchestrator.turn.TurnService`) and adds only Telegram I/O. It lives in
 the orchestrator's lifespan: long polling by default, or webhook mode, where Telegram
 posts updates to ``/telegram/webhook`` on the orchestrator and they are fed to the
 bot's queue (``Application.builder().updater(None)``).
@@ -14,28 +14,33 @@ stored turn and is not answered again.
 
 from __future__ import annotations
 
-import io
+import asyncio
+import hmac
 import logging
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
-from sqlalchemy import delete, select
 from telegram import Update
 from telegram.constants import ChatAction
 from telegram.ext import (
     Application,
+    BaseUpdateProcessor,
     CommandHandler,
     ContextTypes,
     MessageHandler,
     filters,
 )
 
+from orchestrator.admission import Overloaded, RateLimited
 from orchestrator.audio import AudioError
 from orchestrator.auth import Principal, RateLimiter
 from orchestrator.config import Settings
-from orchestrator.db.models import Conversation
+from orchestrator.db import conversations as crud
 from orchestrator.rag import store
-from orchestrator.turn import DIDNT_CATCH, NoSpeech, Stopwatch, VoiceTurn, collect
+from orchestrator.rag.extract import DocumentError, document_type, read_document
+from orchestrator.triton.client import TritonUnavailable
+from orchestrator.turn import DIDNT_CATCH, NoSpeech, TurnRequest, TurnService, collect
 
 log = logging.getLogger("june.bot")
 
@@ -49,7 +54,7 @@ HELP = (
 )
 APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
 CAPTION_LIMIT = 1024  # Telegram's limit for a voice message's caption
-DOCUMENT_TYPES = {".txt", ".md", ".pdf"}
+BUSY = "I'm answering a lot of people right now. Please try again in a minute."
 
 
 def principal_for(telegram_user_id: int) -> Principal:
@@ -57,39 +62,44 @@ def principal_for(telegram_user_id: int) -> Principal:
     return Principal(key_id=uuid.uuid5(uuid.NAMESPACE_URL, user), user_id=user, is_admin=False)
 
 
-def document_type(name: str) -> str:
-    """The file's suffix if the bot reads that type; ValueError with a friendly reason."""
-    suffix = ("." + name.rsplit(".", 1)[-1].lower()) if "." in name else ""
-    if suffix not in DOCUMENT_TYPES:
-        raise ValueError("I can read .txt, .md and .pdf files only.")
-    return suffix
+class PerUserOrder(BaseUpdateProcessor):
+    """Updates are handled concurrently, up to a bound, but each user's in the order sent.
 
+    One slow voice turn or PDF then never holds up other users, and a user's second
+    message is never answered before their first.
+    """
 
-def document_text(name: str, data: bytes) -> str:
-    """The text of an uploaded .txt/.md/.pdf; ValueError with a friendly reason otherwise."""
-    if document_type(name) == ".pdf":
-        from pypdf import PdfReader
-        from pypdf.errors import PdfReadError
+    def __init__(self, max_concurrent_updates: int) -> None:
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[int, asyncio.Lock] = {}
 
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        user = update.effective_user if isinstance(update, Update) else None
+        if user is None:
+            await coroutine
+            return
+        lock = self._locks.setdefault(user.id, asyncio.Lock())
         try:
-            reader = PdfReader(io.BytesIO(data))
-            text = "\n".join(page.extract_text() or "" for page in reader.pages)
-        except (PdfReadError, ValueError, OSError) as exc:
-            raise ValueError("I couldn't read that PDF.") from exc
-    else:
-        text = data.decode("utf-8", errors="replace")
-    if not text.strip():
-        raise ValueError("That file has no text I could read.")
-    return text
+            async with lock:
+                await coroutine
+        finally:
+            if not lock.locked() and self._locks.get(user.id) is lock:
+                del self._locks[user.id]
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
 
 
 class JuneBot:
     """python-telegram-bot's Application, wired to June's voice turn."""
 
-    def __init__(self, settings: Settings, turn: VoiceTurn) -> None:
+    def __init__(self, settings: Settings, turns: TurnService) -> None:
         assert settings.telegram_bot_token is not None
         self.settings = settings
-        self.turn = turn
+        self.turns = turns
         self.limiter = RateLimiter(settings.telegram_rate_limit_per_minute)
         self.allowed = set(settings.telegram_allowed_users)
         if not self.allowed:
@@ -99,6 +109,7 @@ class JuneBot:
             .token(settings.telegram_bot_token.get_secret_value())
             .base_url(settings.telegram_api_url)
             .base_file_url(settings.telegram_file_url)
+            .concurrent_updates(PerUserOrder(settings.telegram_concurrent_updates))
         )
         if settings.telegram_webhook_url:
             builder = builder.updater(None)  # updates arrive through /telegram/webhook
@@ -144,13 +155,16 @@ class JuneBot:
         secret = self.settings.telegram_webhook_secret
         return secret.get_secret_value() if secret else None
 
-    async def feed(self, payload: dict[str, Any], secret: str | None) -> bool:
-        """Webhook mode: queue one update; False when the secret token is wrong."""
+    def secret_ok(self, secret: str | None) -> bool:
+        """Webhook mode: is this Telegram's secret token? (constant-time comparison)"""
         expected = self._secret()
-        if expected is not None and secret != expected:
+        if expected is None or secret is None:
             return False
+        return hmac.compare_digest(secret.encode(), expected.encode())
+
+    async def feed(self, payload: dict[str, Any]) -> None:
+        """Webhook mode: queue one update (its secret was checked before it was read)."""
         await self.app.update_queue.put(Update.de_json(payload, self.app.bot))
-        return True
 
     # --- guards -----------------------------------------------------------------------------
 
@@ -170,13 +184,8 @@ class JuneBot:
         return principal
 
     async def _current_conversation(self, principal: Principal) -> uuid.UUID | None:
-        async with self.turn.sessions() as session:
-            return await session.scalar(
-                select(Conversation.id)
-                .where(Conversation.user_id == principal.user_id)
-                .order_by(Conversation.created_at.desc())
-                .limit(1)
-            )
+        async with self.turns.sessions() as session:
+            return await crud.latest_conversation(session, user_id=principal.user_id)
 
     # --- handlers ---------------------------------------------------------------------------
 
@@ -188,18 +197,15 @@ class JuneBot:
         principal = await self._admit(update)
         if principal is None or update.effective_message is None:
             return
-        async with self.turn.sessions() as session:
-            await session.execute(
-                delete(Conversation).where(Conversation.user_id == principal.user_id)
-            )
-            await session.commit()
+        async with self.turns.sessions() as session:
+            await crud.delete_all_conversations(session, user_id=principal.user_id)
         await update.effective_message.reply_text("Done: I've forgotten our conversation.")
 
     async def on_docs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         principal = await self._admit(update)
         if principal is None or update.effective_message is None:
             return
-        async with self.turn.sessions() as session:
+        async with self.turns.sessions() as session:
             docs = await store.list_documents(session, user_id=principal.user_id, limit=50)
         own = [d for d in docs if not d.shared]
         if not own:
@@ -218,7 +224,7 @@ class JuneBot:
         except ValueError:
             await message.reply_text("Usage: /forget <document id> (see /docs).")
             return
-        async with self.turn.sessions() as session:
+        async with self.turns.sessions() as session:
             deleted = await store.delete_document(
                 session, document_id=document_id, user_id=principal.user_id
             )
@@ -250,14 +256,19 @@ class JuneBot:
             name = doc.file_name or "document.txt"
             document_type(name)  # refuse before downloading
             data = bytes(await (await doc.get_file()).download_as_bytearray())
-            text = document_text(name, data)
-        except ValueError as exc:
+            text = await read_document(
+                name,
+                data[:limit],
+                max_pages=self.settings.pdf_max_pages,
+                timeout_s=self.settings.pdf_timeout_s,
+            )
+        except DocumentError as exc:
             await message.reply_text(str(exc))
             return
-        async with self.turn.sessions() as session:
+        async with self.turns.sessions() as session:
             summary = await store.ingest_document(
                 session,
-                self.turn.triton,
+                self.turns.triton,
                 title=name,
                 text_=text[: self.settings.max_document_chars],
                 source=f"telegram:{doc.file_unique_id}",
@@ -274,7 +285,7 @@ class JuneBot:
         if principal is None or message is None or not message.text:
             return
         want_voice = bool(context.user_data.get("voice")) if context.user_data else False
-        await self._answer(update, principal, message.text.strip(), speak=want_voice)
+        await self._answer(update, principal, text=message.text.strip(), speak=want_voice)
 
     async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         principal = await self._admit(update)
@@ -284,57 +295,70 @@ class JuneBot:
         media = message.voice or message.audio
         if media is None:
             return
-        if media.duration and media.duration > self.settings.telegram_max_voice_seconds:
-            await message.reply_text(
-                "That message is a bit long for me; please keep it under "
-                f"{self.settings.telegram_max_voice_seconds} seconds."
-            )
+        limit_s = self.settings.telegram_max_voice_seconds
+        too_long = f"That message is a bit long for me; please keep it under {limit_s} seconds."
+        if media.duration and media.duration > limit_s:
+            await message.reply_text(too_long)
+            return
+        # The declared duration is the sender's word: check the file's real size before
+        # downloading, and the decoded audio's length in the turn.
+        max_bytes = self.settings.telegram_max_voice_bytes
+        file = await media.get_file()
+        if (file.file_size or media.file_size or 0) > max_bytes:
+            await message.reply_text(too_long)
             return
         await message.reply_chat_action(ChatAction.RECORD_VOICE)
-        data = bytes(await (await media.get_file()).download_as_bytearray())
-        clock = Stopwatch()
+        data = bytes(await file.download_as_bytearray())
+        if len(data) > max_bytes:
+            await message.reply_text(too_long)
+            return
         try:
-            audio = await self.turn.decode(data, clock)
-            question = await self.turn.transcribe(audio, None, clock)
+            await self._answer(update, principal, audio=data, speak=True)
         except NoSpeech:
             await message.reply_text(DIDNT_CATCH)
-            return
-        except AudioError:
-            await message.reply_text("Sorry, I couldn't play that audio. Could you send it again?")
-            return
-        await self._answer(update, principal, question, speak=True, clock=clock)
+        except AudioError as exc:
+            if exc.status == 413:
+                await message.reply_text(too_long)
+            else:
+                await message.reply_text(
+                    "Sorry, I couldn't play that audio. Could you send it again?"
+                )
 
     async def _answer(
         self,
         update: Update,
         principal: Principal,
-        question: str,
         *,
+        text: str | None = None,
+        audio: bytes | None = None,
         speak: bool,
-        clock: Stopwatch | None = None,
     ) -> None:
-        """Run the turn for ``question`` and reply (voice + caption, or text)."""
+        """Run the turn and reply (voice + caption, or text); a redelivered update is
+        answered once (its id is the turn's request id)."""
         message = update.effective_message
         assert message is not None
-        request_id = f"tg-{update.update_id}"
-        if await self.turn.replay(principal, request_id) is not None:
+        request = TurnRequest(
+            principal=principal,
+            request_id=f"tg-{update.update_id}",
+            text=text,
+            audio=audio,
+            conversation_id=await self._current_conversation(principal),
+            fmt="ogg" if speak else None,
+            max_audio_seconds=self.settings.telegram_max_voice_seconds,
+            replay_audio=False,  # a redelivered update is not answered again
+        )
+        try:
+            result, voice = await collect(self.turns.run(request))
+        except (Overloaded, RateLimited, TritonUnavailable):
+            await message.reply_text(BUSY)
+            return
+        if result.replayed:
             log.info("update %s was answered before: not answering again", update.update_id)
             return
-        if speak:
-            await message.reply_chat_action(ChatAction.RECORD_VOICE)
-        events = self.turn.respond(
-            principal,
-            question=question,
-            conversation_id=await self._current_conversation(principal),
-            request_id=request_id,
-            fmt="ogg" if speak else None,
-            clock=clock or Stopwatch(),
-        )
-        result, audio = await collect(events)
         reply = result.reply or "I don't have an answer to that."
-        if speak and audio:
+        if speak and voice:
             caption = reply if len(reply) <= CAPTION_LIMIT else None
-            await message.reply_voice(voice=audio, caption=caption)
+            await message.reply_voice(voice=voice, caption=caption)
             if caption is None:
                 await message.reply_text(reply)
         else:

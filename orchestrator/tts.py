@@ -8,9 +8,12 @@ encoded and sent.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import re
 from collections.abc import AsyncIterator
+from types import ModuleType
 
+from orchestrator.config import REPO_ROOT
 from orchestrator.triton.client import Speech, TritonGateway
 
 _SENTENCE_END = re.compile(r"([.!?…][\"')\]]*)\s+|\n+")
@@ -57,6 +60,75 @@ def _cut_words(text: str, max_chars: int) -> list[str]:
     return out
 
 
+class SentenceSpeaker:
+    """Synthesises sentences in the order they are added, at most ``ahead`` at once.
+
+    The one synthesiser of June: the turn adds each sentence as the LLM completes it,
+    ``/v1/speak`` adds them all at once. :meth:`ready` hands over what is finished
+    without waiting; :meth:`drain` waits for the rest. Sentences with nothing speakable
+    in them (an emoji line) give empty audio.
+    """
+
+    def __init__(
+        self,
+        triton: TritonGateway,
+        *,
+        model: str,
+        pace: float | None = None,
+        speaker: int | None = None,
+        ahead: int = 2,
+        deadline: float | None = None,
+    ) -> None:
+        self.triton = triton
+        self.model = model
+        self.pace = pace
+        self.speaker = speaker
+        self.ahead = ahead
+        self.deadline = deadline
+        self._waiting: list[str] = []
+        self._running: list[asyncio.Task[Speech]] = []
+
+    def add(self, sentence: str) -> None:
+        if sentence.strip():
+            self._waiting.append(sentence)
+            self._fill()
+
+    def _fill(self) -> None:
+        while self._waiting and len(self._running) < self.ahead:
+            sentence = self._waiting.pop(0)
+            self._running.append(
+                asyncio.create_task(
+                    self.triton.synthesize(
+                        sentence,
+                        pace=self.pace,
+                        speaker=self.speaker,
+                        model=self.model,
+                        deadline=self.deadline,
+                    )
+                )
+            )
+
+    async def ready(self) -> AsyncIterator[Speech]:
+        """The finished sentences at the head of the queue, without waiting."""
+        while self._running and self._running[0].done():
+            speech = await self._running.pop(0)
+            self._fill()
+            yield speech
+
+    async def drain(self) -> AsyncIterator[Speech]:
+        """Every sentence still to come, in order."""
+        while self._running:
+            speech = await self._running.pop(0)
+            self._fill()
+            yield speech
+
+    def cancel(self) -> None:
+        for task in self._running:
+            task.cancel()
+        self._running.clear()
+        self._waiting.clear()
+
+
 async def speak(
     triton: TritonGateway,
     text: str,
@@ -69,21 +141,34 @@ async def speak(
 
     Sentences with nothing speakable in them (an emoji line) yield nothing.
     """
-    sentences = split_sentences(text)
-
-    def start(sentence: str) -> asyncio.Task[Speech]:
-        return asyncio.create_task(
-            triton.synthesize(sentence, pace=pace, speaker=speaker, model=model)
-        )
-
-    pending = start(sentences[0]) if sentences else None
+    speaker_ = SentenceSpeaker(triton, model=model, pace=pace, speaker=speaker)
+    for sentence in split_sentences(text):
+        speaker_.add(sentence)
     try:
-        for index in range(len(sentences)):
-            assert pending is not None
-            speech = await pending
-            pending = start(sentences[index + 1]) if index + 1 < len(sentences) else None
+        async for speech in speaker_.drain():
             if speech.audio.size:
                 yield speech
     finally:
-        if pending is not None:
-            pending.cancel()
+        speaker_.cancel()
+
+
+def _load_text_rules() -> ModuleType:
+    """The TTS models' own normaliser (model_repository/common/tts_text.py), so limits
+    are checked here, before any work, with the numbers the models will use."""
+    path = REPO_ROOT / "model_repository" / "common" / "tts_text.py"
+    spec = importlib.util.spec_from_file_location("june_tts_text", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_text_rules: ModuleType | None = None
+
+
+def spoken_seconds(text: str, pace: float = 1.0) -> float:
+    """About how long ``text`` takes to say once numbers, dates and units are spelled out."""
+    global _text_rules
+    if _text_rules is None:
+        _text_rules = _load_text_rules()
+    return float(_text_rules.spoken_seconds(_text_rules.normalise(text), pace))

@@ -1,13 +1,17 @@
-"""The voice turn: a spoken (or typed) question in, a grounded spoken answer out.
+"""The turn service: the one door every channel's turn goes through.
 
-The stages run in the order the data flows, one small function each:
+REST (``/v1/voice``, ``/v1/chat`` with text), the Telegram bot and every channel after
+them only adapt their I/O to a :class:`TurnRequest` and the events :meth:`TurnService.run`
+yields. The service owns everything else, in the order the data flows:
 
-    decode -> transcribe (asr) -> retrieve (embed + pgvector) -> build the prompt
-    -> generate (llm, streamed) -> synthesise by sentence (tts) -> encode -> store
+    admit -> reserve the request id -> decode -> gate on speech -> transcribe (asr)
+    -> retrieve (embed + pgvector) -> build the prompt -> generate (llm, streamed)
+    -> synthesise by sentence (tts) -> encode -> store
 
 Nothing is written until the answer exists: the turn is stored in one transaction at the
-end, so a failure anywhere leaves no partial row, and a retried request id returns the
-stored turn instead of adding another.
+end, so a failure anywhere leaves no partial row. A request id is reserved before any
+work, so a concurrent duplicate waits and gets the stored turn; a retry after that
+gets it at once. Every stage holds an admission slot and runs under the turn's deadline.
 """
 
 from __future__ import annotations
@@ -24,21 +28,24 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from orchestrator import metrics
-from orchestrator.audio import OUTPUT_FORMATS, AudioEncoder, decode_audio
+from orchestrator.admission import Admission, WorkLimiter, work_units
+from orchestrator.audio import OUTPUT_FORMATS, AudioEncoder, decode_audio, speech_seconds
 from orchestrator.auth import Principal
 from orchestrator.chat import fit_messages, token_counter
 from orchestrator.config import Settings
-from orchestrator.db.models import Conversation, Turn
+from orchestrator.db import conversations as crud
+from orchestrator.db.conversations import ConversationNotFound, NewTurn
+from orchestrator.db.models import Turn
 from orchestrator.rag import store
-from orchestrator.triton.client import TritonGateway
-from orchestrator.tts import split_sentences
+from orchestrator.triton.client import Speech, TritonGateway
+from orchestrator.tts import SentenceSpeaker, split_sentences
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ConversationNotFound", "NoSpeech", "TurnInProgress", "TurnRequest", "TurnService"]
 
 SYSTEM_PROMPT = (
     "You are June, a helpful voice assistant. Answer in one to three short sentences of "
@@ -47,18 +54,21 @@ SYSTEM_PROMPT = (
 )
 DIDNT_CATCH = "Sorry, I didn't catch that. Could you say it again?"
 _CITATION = re.compile(r"\s*\[\d+\]")
+MIN_SPEECH_SECONDS = 0.2  # less voiced audio than this is noise, a click or a cut-off file
 
-
-# What a turn yields as it goes: reply text deltas, encoded audio, then the stored turn.
-Event = tuple[Literal["delta", "audio", "done"], object]
+# What a turn yields as it goes: the transcript, reply text deltas, encoded audio, then
+# the stored turn.
+Event = tuple[Literal["transcript", "delta", "audio", "done"], object]
 
 
 class NoSpeech(ValueError):
-    """The audio held no speech: answered politely with 422, without an LLM call."""
+    """The audio held no speech: answered politely with 422, nothing stored."""
 
 
-class ConversationNotFound(LookupError):
-    """No conversation with that id belongs to the caller (404)."""
+class TurnInProgress(RuntimeError):
+    """Another request with this id is still running past this one's deadline (409)."""
+
+    retry_after = 5
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,37 @@ class TurnResult:
     timings_ms: dict[str, float]
     models: dict[str, str]
     replayed: bool = False  # a retry: the stored turn, not a new one
+
+    @classmethod
+    def from_row(cls, turn: Turn) -> TurnResult:
+        return cls(
+            conversation_id=turn.conversation_id,
+            turn_id=turn.id,
+            request_id=turn.request_id,
+            transcript=turn.transcript,
+            reply=turn.reply,
+            sources=[
+                Source(s["ref"], s["document_id"], s["title"], s["score"], "") for s in turn.sources
+            ],
+            timings_ms=dict(turn.timings_ms),
+            models=dict(turn.models),
+            replayed=True,
+        )
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """One turn as a channel hands it over: a spoken (``audio``) or typed (``text``) question."""
+
+    principal: Principal
+    request_id: str
+    audio: bytes | None = None
+    text: str | None = None
+    conversation_id: uuid.UUID | None = None
+    language: str | None = None
+    fmt: str | None = None  # the reply's audio format; None: text only
+    max_audio_seconds: float | None = None  # a channel's own, tighter limit
+    replay_audio: bool = True  # a retried request gets its stored answer spoken again
 
 
 @dataclass
@@ -117,47 +158,119 @@ def served_models(repository: Path) -> dict[str, str]:
     return out
 
 
-class VoiceTurn:
-    """Runs turns for one app: holds the settings, the Triton gateway and the database."""
+class TurnService:
+    """Runs every turn of one app: settings, the Triton gateway, the database, admission."""
 
     def __init__(
-        self, settings: Settings, triton: TritonGateway, sessions: async_sessionmaker
+        self,
+        settings: Settings,
+        triton: TritonGateway,
+        sessions: async_sessionmaker,
+        *,
+        admission: Admission | None = None,
+        work: WorkLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.triton = triton
         self.sessions = sessions
+        self.admission = admission or Admission(settings)
+        self.work = work or WorkLimiter(settings.rate_limit_work_per_minute)
         self.models = served_models(settings.model_repository)
         self.count_tokens: Callable[[str], int] = token_counter(
             settings.model_repository / "llm" / "1" / "tokenizer.json"
         )
 
+    # --- the whole turn -------------------------------------------------------------------
+
+    async def run(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """The turn, as events: ``transcript``, ``delta``s, ``audio`` pieces, ``done``.
+
+        Raises before the first event for what the caller did wrong or what it must retry:
+        :class:`ConversationNotFound`, :class:`NoSpeech`, ``AudioError``,
+        ``RateLimited``, ``Overloaded``, :class:`TurnInProgress`.
+        """
+        deadline = time.monotonic() + self.settings.turn_deadline_s
+        principal = request.principal
+        self._charge(request)
+        if request.conversation_id is not None:
+            async with self.sessions() as session:
+                await crud.owned_conversation(
+                    session, user_id=principal.user_id, conversation_id=request.conversation_id
+                )
+        token = await self._reserve(request, deadline)
+        if isinstance(token, TurnResult):  # already answered: the stored turn
+            fmt = request.fmt if request.replay_audio else None
+            async for event in self._replay(token, fmt, deadline):
+                yield event
+            return
+        stored = False
+        try:
+            async with self.admission.slot("turn", deadline):
+                clock = Stopwatch()
+                question = await self._question(request, clock, deadline)
+                yield "transcript", question
+                async for event in self._respond(request, question, token, clock, deadline):
+                    stored = stored or event[0] == "done"
+                    yield event
+        finally:
+            if not stored:
+                await self._release(request, token)
+
+    def _charge(self, request: TurnRequest) -> None:
+        """Weigh the turn against the key's work budget (audio is weighed once decoded)."""
+        tokens = self.settings.turn_max_tokens
+        characters = tokens * 5 if request.fmt else 0
+        self.work.charge(request.principal.key_id, work_units(tokens=tokens, characters=characters))
+
+    async def _question(self, request: TurnRequest, clock: Stopwatch, deadline: float) -> str:
+        if request.audio is None:
+            assert request.text is not None
+            return request.text.strip()
+        audio = await self.decode(request.audio, clock, request.max_audio_seconds)
+        self.work.charge(request.principal.key_id, work_units(audio_seconds=len(audio) / 16000))
+        return await self.transcribe(audio, request.language, clock, deadline)
+
     # --- the stages, in order -------------------------------------------------------------
 
-    async def decode(self, data: bytes, clock: Stopwatch) -> np.ndarray:
-        audio = await asyncio.to_thread(
-            decode_audio, data, max_seconds=self.settings.max_audio_seconds
-        )
+    async def decode(
+        self, data: bytes, clock: Stopwatch, max_seconds: float | None = None
+    ) -> np.ndarray:
+        limit = min(max_seconds or self.settings.max_audio_seconds, self.settings.max_audio_seconds)
+        audio = await asyncio.to_thread(decode_audio, data, max_seconds=limit)
         clock.lap("decode")
         return audio
 
-    async def transcribe(self, audio: np.ndarray, language: str | None, clock: Stopwatch) -> str:
-        result = await self.triton.transcribe(audio, language=language)
+    async def transcribe(
+        self, audio: np.ndarray, language: str | None, clock: Stopwatch, deadline: float
+    ) -> str:
+        """Whisper's transcript; :class:`NoSpeech` for noise, clicks and silence.
+
+        An energy gate goes first (Whisper invents words for noise: "you", "you you you");
+        the model then applies Whisper's own no-speech and repetition rules.
+        """
+        if await asyncio.to_thread(speech_seconds, audio) < MIN_SPEECH_SECONDS:
+            metrics.TURN_ERRORS.labels(kind="no_speech").inc()
+            raise NoSpeech(DIDNT_CATCH)
+        result = await self.triton.transcribe(audio, language=language, deadline=deadline)
         clock.lap("transcribe")
         if not result.text.strip():
+            metrics.TURN_ERRORS.labels(kind="no_speech").inc()
             raise NoSpeech(DIDNT_CATCH)
         return result.text.strip()
 
     async def retrieve(
-        self, session: AsyncSession, question: str, user_id: str, clock: Stopwatch
+        self, question: str, user_id: str, clock: Stopwatch, deadline: float
     ) -> list[Source]:
-        hits = await store.search(
-            session,
-            self.triton,
-            query=question,
-            user_id=user_id,
-            top_k=self.settings.rag_top_k,
-            min_score=self.settings.rag_min_score,
-        )
+        async with self.sessions() as session:
+            hits = await store.search(
+                session,
+                self.triton,
+                query=question,
+                user_id=user_id,
+                top_k=self.settings.rag_top_k,
+                min_score=self.settings.rag_min_score,
+                deadline=deadline,
+            )
         clock.lap("retrieve")
         return [
             Source(i + 1, str(h.document_id), h.title, round(h.score, 4), h.text)
@@ -183,40 +296,83 @@ class VoiceTurn:
         )
         return fitted
 
-    async def generate(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+    async def generate(self, messages: list[dict[str, str]], deadline: float) -> AsyncIterator[str]:
         async for chunk in self.triton.chat_stream(
-            messages, max_tokens=self.settings.turn_max_tokens, temperature=0.0
+            messages, max_tokens=self.settings.turn_max_tokens, temperature=0.0, deadline=deadline
         ):
             if chunk.delta:
                 yield chunk.delta
 
-    async def synthesise(self, sentence: str) -> tuple[np.ndarray, int]:
-        speech = await self.triton.synthesize(spoken(sentence), model=self.settings.tts_model)
-        return speech.audio, speech.sample_rate
+    def speaker(self, deadline: float) -> SentenceSpeaker:
+        return SentenceSpeaker(self.triton, model=self.settings.tts_model, deadline=deadline)
 
-    async def store(
-        self, principal: Principal, conversation_id: uuid.UUID | None, result: TurnResult
-    ) -> TurnResult:
-        """Write the turn (and a new conversation) in one transaction; a retry finds it."""
+    async def _respond(
+        self,
+        request: TurnRequest,
+        question: str,
+        token: uuid.UUID,
+        clock: Stopwatch,
+        deadline: float,
+    ) -> AsyncIterator[Event]:
+        """Answer ``question``, speak the answer in ``request.fmt``, then store the turn.
+
+        Each sentence is synthesised as soon as the LLM completes it; its audio is
+        yielded as soon as it is ready and everything before it has been sent.
+        """
+        principal = request.principal
         async with self.sessions() as session:
-            try:
-                if conversation_id is None:
-                    conversation = Conversation(user_id=principal.user_id)
-                    session.add(conversation)
-                    await session.flush()
-                    conversation_id = conversation.id
-                ordinal = await session.scalar(
-                    select(func.coalesce(func.max(Turn.ordinal), 0)).where(
-                        Turn.conversation_id == conversation_id
-                    )
-                )
-                turn = Turn(
-                    conversation_id=conversation_id,
+            history = await crud.history(
+                session, user_id=principal.user_id, conversation_id=request.conversation_id
+            )
+        sources = await self.retrieve(question, principal.user_id, clock, deadline)
+        messages = self.build_prompt(question, sources, history)
+        clock.lap("prompt")
+        sentences = SentenceBuffer()
+        voice = self.speaker(deadline) if request.fmt else None
+        encoder: AudioEncoder | None = None
+
+        async def encoded(speech: Speech) -> bytes:
+            nonlocal encoder
+            first = encoder is None
+            if encoder is None:
+                encoder = AudioEncoder(OUTPUT_FORMATS[str(request.fmt)], speech.sample_rate)
+            chunk = await asyncio.to_thread(encoder.write, speech.audio)
+            if first:
+                clock.lap("first_audio")
+            return chunk
+
+        reply: list[str] = []
+        try:
+            async for delta in self.generate(messages, deadline):
+                reply.append(delta)
+                yield "delta", delta
+                if voice is not None:
+                    for sentence in sentences.push(delta):
+                        voice.add(spoken(sentence))
+                    async for speech in voice.ready():
+                        yield "audio", await encoded(speech)
+            clock.lap("generate")
+            if voice is not None:
+                for sentence in sentences.flush():
+                    voice.add(spoken(sentence))
+                async for speech in voice.drain():
+                    yield "audio", await encoded(speech)
+                if encoder is not None:
+                    yield "audio", encoder.close()
+                clock.lap("synthesise")
+        finally:
+            if voice is not None:
+                voice.cancel()
+        yield (
+            "done",
+            await self.store(
+                request,
+                token,
+                NewTurn(
                     user_id=principal.user_id,
-                    request_id=result.request_id,
-                    ordinal=int(ordinal or 0) + 1,
-                    transcript=result.transcript,
-                    reply=result.reply,
+                    request_id=request.request_id,
+                    transcript=question,
+                    reply="".join(reply).strip(),
                     sources=[
                         {
                             "ref": s.ref,
@@ -224,184 +380,109 @@ class VoiceTurn:
                             "title": s.title,
                             "score": s.score,
                         }
-                        for s in result.sources
+                        for s in sources
                     ],
-                    timings_ms=result.timings_ms,
-                    models=result.models,
-                )
-                session.add(turn)
-                await session.commit()
-            except IntegrityError:
-                await session.rollback()
-                stored = await self.find(session, principal, result.request_id)
-                if stored is None:
-                    raise
-                return stored
-        result.conversation_id, result.turn_id = conversation_id, turn.id
+                    timings_ms=clock.timings_ms,
+                    models=self.models,
+                ),
+                sources,
+            ),
+        )
+
+    async def store(
+        self, request: TurnRequest, token: uuid.UUID, turn: NewTurn, sources: list[Source]
+    ) -> TurnResult:
+        async with self.sessions() as session:
+            row = await crud.store_turn(
+                session, turn=turn, conversation_id=request.conversation_id, token=token
+            )
+        result = TurnResult.from_row(row)
+        result.sources, result.replayed = sources, False
         return result
 
-    # --- conversations --------------------------------------------------------------------
+    # --- exactly once -----------------------------------------------------------------------
 
-    @staticmethod
-    async def owned_conversation(
-        session: AsyncSession, principal: Principal, conversation_id: uuid.UUID
-    ) -> Conversation:
-        """The caller's conversation; ConversationNotFound for a missing or another's one."""
-        conversation = await session.get(Conversation, conversation_id)
-        if conversation is None or conversation.user_id != principal.user_id:
-            raise ConversationNotFound(f"no conversation {conversation_id}")
-        return conversation
+    async def _reserve(self, request: TurnRequest, deadline: float) -> uuid.UUID | TurnResult:
+        """Our reservation of the request id, or the turn stored under it.
 
-    async def history(
-        self, session: AsyncSession, principal: Principal, conversation_id: uuid.UUID | None
-    ) -> list[Turn]:
-        """The conversation's turns in order (none for a new conversation)."""
-        if conversation_id is None:
-            return []
-        await self.owned_conversation(session, principal, conversation_id)
-        turns = await session.scalars(
-            select(Turn).where(Turn.conversation_id == conversation_id).order_by(Turn.ordinal)
-        )
-        return list(turns)
-
-    async def check_conversation(self, principal: Principal, conversation_id: uuid.UUID) -> None:
-        """Raise ConversationNotFound unless the conversation is the caller's."""
-        async with self.sessions() as session:
-            await self.owned_conversation(session, principal, conversation_id)
-
-    async def find(
-        self, session: AsyncSession, principal: Principal, request_id: str
-    ) -> TurnResult | None:
-        turn = await session.scalar(
-            select(Turn).where(Turn.user_id == principal.user_id, Turn.request_id == request_id)
-        )
-        if turn is None:
-            return None
-        return TurnResult(
-            conversation_id=turn.conversation_id,
-            turn_id=turn.id,
-            request_id=turn.request_id,
-            transcript=turn.transcript,
-            reply=turn.reply,
-            sources=[
-                Source(s["ref"], s["document_id"], s["title"], s["score"], "") for s in turn.sources
-            ],
-            timings_ms=dict(turn.timings_ms),
-            models=dict(turn.models),
-            replayed=True,
-        )
-
-    # --- the whole turn -------------------------------------------------------------------
-
-    async def answer(
-        self,
-        principal: Principal,
-        *,
-        question: str,
-        conversation_id: uuid.UUID | None,
-        request_id: str,
-        clock: Stopwatch,
-    ) -> AsyncIterator[str | TurnResult]:
-        """Retrieve, prompt and generate: yields reply text deltas, then the stored turn."""
-        async with self.sessions() as session:
-            history = await self.history(session, principal, conversation_id)
-            sources = await self.retrieve(session, question, principal.user_id, clock)
-        messages = self.build_prompt(question, sources, history)
-        clock.lap("prompt")
-        reply: list[str] = []
-        async for delta in self.generate(messages):
-            reply.append(delta)
-            yield delta
-        clock.lap("generate")
-        result = TurnResult(
-            conversation_id=conversation_id or uuid.uuid4(),
-            turn_id=uuid.uuid4(),
-            request_id=request_id,
-            transcript=question,
-            reply="".join(reply).strip(),
-            sources=sources,
-            timings_ms=clock.timings_ms,
-            models=self.models,
-        )
-        yield result
-
-    async def replay(self, principal: Principal, request_id: str) -> TurnResult | None:
-        async with self.sessions() as session:
-            return await self.find(session, principal, request_id)
-
-    async def respond(
-        self,
-        principal: Principal,
-        *,
-        question: str,
-        conversation_id: uuid.UUID | None,
-        request_id: str,
-        fmt: str | None,
-        clock: Stopwatch,
-    ) -> AsyncIterator[Event]:
-        """Answer ``question``, speak the answer in ``fmt`` (None: text only), then store.
-
-        Yields reply text deltas and encoded audio as they are ready (each sentence is
-        synthesised as soon as the LLM completes it), then the stored turn.
+        While another request holds the id, wait for its turn to be stored (or for it to
+        fail, and then run the turn ourselves).
         """
-        sentences = SentenceBuffer()
-        pending: list[asyncio.Task] = []
-        encoder: AudioEncoder | None = None
+        user_id, request_id = request.principal.user_id, request.request_id
+        while True:
+            async with self.sessions() as session:
+                stored = await crud.find_turn(session, user_id=user_id, request_id=request_id)
+                if stored is not None:
+                    return TurnResult.from_row(stored)
+                token = await crud.reserve_request(
+                    session,
+                    user_id=user_id,
+                    request_id=request_id,
+                    ttl_s=self.settings.turn_deadline_s + 30,
+                )
+            if token is not None:
+                return token
+            if time.monotonic() > deadline - 0.25:
+                raise TurnInProgress(
+                    f"request {request_id!r} is still being answered; retry it to get the answer"
+                )
+            await asyncio.sleep(0.25)
 
-        async def audio_of(task: asyncio.Task) -> bytes:
-            nonlocal encoder
-            samples, rate = await task
-            first = encoder is None
-            if encoder is None:
-                encoder = AudioEncoder(OUTPUT_FORMATS[str(fmt)], rate)
-            chunk = await asyncio.to_thread(encoder.write, samples)
-            if first:
-                clock.lap("first_audio")
-            return chunk
-
-        def synthesise(pieces: list[str]) -> list[asyncio.Task]:
-            return [asyncio.create_task(self.synthesise(s)) for s in pieces]
-
-        result: TurnResult | None = None
+    async def _release(self, request: TurnRequest, token: uuid.UUID) -> None:
         try:
-            async for item in self.answer(
-                principal,
-                question=question,
-                conversation_id=conversation_id,
-                request_id=request_id,
-                clock=clock,
-            ):
-                if isinstance(item, TurnResult):
-                    result = item
-                    break
-                yield "delta", item
-                if fmt:
-                    pending += synthesise(sentences.push(item))
-                while pending and pending[0].done():
-                    yield "audio", await audio_of(pending.pop(0))
-            if fmt:
-                pending += synthesise(sentences.flush())
-                while pending:
-                    yield "audio", await audio_of(pending.pop(0))
-                if encoder is not None:
-                    yield "audio", encoder.close()
-                clock.lap("synthesise")
-        finally:
-            for task in pending:
-                task.cancel()
-        assert result is not None
-        yield "done", await self.store(principal, conversation_id, result)
+            async with self.sessions() as session:
+                await crud.release_request(
+                    session,
+                    user_id=request.principal.user_id,
+                    request_id=request.request_id,
+                    token=token,
+                )
+        except Exception as exc:  # it expires by itself; the turn's own error matters more
+            log.warning("could not release request %r: %s", request.request_id, exc)
+
+    async def _replay(
+        self, result: TurnResult, fmt: str | None, deadline: float
+    ) -> AsyncIterator[Event]:
+        """A retried request: the stored turn, its answer spoken again (audio is not kept)."""
+        yield "transcript", result.transcript
+        yield "delta", result.reply
+        if fmt:
+            voice = self.speaker(deadline)
+            for sentence in split_sentences(spoken(result.reply) or result.reply):
+                voice.add(sentence)
+            encoder: AudioEncoder | None = None
+            try:
+                async for speech in voice.drain():
+                    if encoder is None:
+                        encoder = AudioEncoder(OUTPUT_FORMATS[fmt], speech.sample_rate)
+                    yield "audio", await asyncio.to_thread(encoder.write, speech.audio)
+            finally:
+                voice.cancel()
+            if encoder is not None:
+                yield "audio", encoder.close()
+        yield "done", result
+
+    # --- conversations ----------------------------------------------------------------------
+
+    async def history(self, principal: Principal, conversation_id: uuid.UUID) -> list[Turn]:
+        async with self.sessions() as session:
+            return await crud.history(
+                session, user_id=principal.user_id, conversation_id=conversation_id
+            )
 
 
 async def collect(events: AsyncIterator[Event]) -> tuple[TurnResult, bytes]:
     """A whole turn at once: the stored turn and all its audio joined."""
     audio = bytearray()
     result: TurnResult | None = None
-    async for kind, value in events:
-        if kind == "audio":
-            audio += value  # type: ignore[operator]
-        elif kind == "done":
-            result = value  # type: ignore[assignment]
+    try:
+        async for kind, value in events:
+            if kind == "audio":
+                audio += value  # type: ignore[operator]
+            elif kind == "done":
+                result = value  # type: ignore[assignment]
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
     assert result is not None
     return result, bytes(audio)
 

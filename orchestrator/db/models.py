@@ -130,3 +130,18 @@ class Turn(Base):
         UniqueConstraint("user_id", "request_id", name="uq_turns_user_request"),
         UniqueConstraint("conversation_id", "ordinal", name="uq_turns_conversation_ordinal"),
     )
+
+
+class TurnRequest(Base):
+    """A request id reserved by the turn now running it: concurrent duplicates wait for it.
+
+    The row goes when the turn is stored (same transaction) or fails; one whose owner
+    died expires and can be taken over.
+    """
+
+    __tablename__ = "turn_requests"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    token: Mapped[uuid.UUID] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

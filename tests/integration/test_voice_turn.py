@@ -222,18 +222,18 @@ def test_a_crash_mid_turn_stores_nothing_and_the_retry_succeeds(settings, dana):
     with TestClient(
         create_app(settings), headers=bearer(key), raise_server_exceptions=False
     ) as app_client:
-        turn = app_client.app.state.voice_turn
-        real = turn.synthesise
+        triton = app_client.app.state.triton
+        real = triton.synthesize
 
-        async def broken(sentence: str):
+        async def broken(sentence: str, **kwargs: object):
             raise RuntimeError("TTS died after the LLM answered")
 
-        turn.synthesise = broken
+        triton.synthesize = broken
         r = app_client.post(
             "/v1/voice", files={"file": ("q.wav", wav)}, data={"request_id": request_id}
         )
         assert r.status_code == 500
-        turn.synthesise = real
+        triton.synthesize = real
         again = app_client.post(
             "/v1/voice", files={"file": ("q.wav", wav)}, data={"request_id": request_id}
         )

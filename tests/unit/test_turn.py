@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.auth import KEY_PREFIX, RateLimiter, hash_key
 from orchestrator.config import Settings
-from orchestrator.turn import SYSTEM_PROMPT, SentenceBuffer, Source, VoiceTurn, spoken
+from orchestrator.turn import SYSTEM_PROMPT, SentenceBuffer, Source, TurnService, spoken
 
 
 def test_sentence_buffer_hands_out_the_first_clause_early():
@@ -35,7 +35,7 @@ def test_citation_markers_are_not_spoken():
 
 def test_prompt_has_sources_history_and_question_within_budget(tmp_path):
     settings = Settings(_env_file=None, model_repository=tmp_path, llm_prompt_tokens=400)
-    turn = VoiceTurn(settings, triton=None, sessions=None)  # type: ignore[arg-type]
+    turn = TurnService(settings, triton=None, sessions=None)  # type: ignore[arg-type]
     sources = [Source(1, str(uuid.uuid4()), "Office notes", 0.8, "The printer is upstairs.")]
     history = [
         SimpleNamespace(transcript=f"old question {i} " * 20, reply=f"old answer {i} " * 20)

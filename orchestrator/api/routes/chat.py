@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
-from orchestrator.api.deps import PrincipalDep, SettingsDep, TritonDep
+from orchestrator.admission import work_units
+from orchestrator.api.deps import PrincipalDep, SettingsDep, TritonDep, TurnsDep
 from orchestrator.api.routes.voice import text_turn
 from orchestrator.api.schemas import ChatIn, ChatOut, ErrorOut, TurnOut
-from orchestrator.chat import PromptTooLong, fit_messages, token_counter
+from orchestrator.chat import PromptTooLong, fit_messages
 from orchestrator.triton.client import ChatChunk, LlmRequestError
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -27,13 +28,14 @@ def _sse(payload: dict | str) -> bytes:
     response_model=ChatOut | TurnOut,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"},
-        **{code: {"model": ErrorOut} for code in (400, 422, 502, 503)},
+        **{code: {"model": ErrorOut} for code in (400, 404, 409, 422, 429, 502, 503)},
     },
 )
 async def chat(
     body: ChatIn,
     request: Request,
     triton: TritonDep,
+    turns: TurnsDep,
     settings: SettingsDep,
     caller: PrincipalDep,
 ) -> object:
@@ -45,14 +47,16 @@ async def chat(
     ``/v1/voice``).
     """
     if body.text is not None:
-        return await text_turn(request, caller, body)
+        return await text_turn(turns, caller, body)
     assert body.messages is not None
+    turns.work.charge(caller.key_id, work_units(tokens=body.max_tokens))
     messages = [m.model_dump() for m in body.messages]
     if body.system:
         messages.insert(0, {"role": "system", "content": body.system})
-    count = token_counter(settings.model_repository / "llm" / "1" / "tokenizer.json")
     try:
-        fitted, dropped = fit_messages(messages, budget=settings.llm_prompt_tokens, count=count)
+        fitted, dropped = fit_messages(
+            messages, budget=settings.llm_prompt_tokens, count=turns.count_tokens
+        )
     except PromptTooLong as exc:
         raise HTTPException(400, str(exc)) from exc
     params = {
