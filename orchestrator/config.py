@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         30 * 1024 * 1024, gt=0, description="Largest request body accepted; larger gets 413."
     )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="On stop, in-flight requests get this long, then are cancelled."
+    )
 
     # --- state on disk ------------------------------------------------------------------
     data_dir: Path = Field(REPO_ROOT / "var", description="Embedded Postgres data and logs.")
@@ -46,6 +49,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "JUNE_DATABASE_URL"),
         description="External Postgres with pgvector. Unset: embedded Postgres in data_dir.",
     )
+    db_pool_size: int = Field(10, ge=1, description="Pooled database connections kept open.")
+    db_max_overflow: int = Field(10, ge=0, description="Extra connections under load.")
+    db_pool_timeout_s: float = Field(
+        5.0, gt=0, description="Wait for a free connection; past it the request gets 503."
+    )
 
     # --- Triton -------------------------------------------------------------------------
     model_repository: Path = Field(
@@ -58,7 +66,34 @@ class Settings(BaseSettings):
     triton_grpc_port: int = Field(8001, ge=1, le=65535)
     triton_metrics_port: int = Field(8002, ge=1, le=65535)
     triton_start_timeout_s: float = Field(180.0, gt=0)
-    triton_request_timeout_s: float = Field(30.0, gt=0)
+    triton_request_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline of one Triton call (ASR adds the audio's length)."
+    )
+    triton_restart: bool = Field(
+        True, description="june serve: restart tritonserver by itself if it dies."
+    )
+    health_probe_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often each pipeline is probed with a real request when idle; a "
+        "pipeline that fails its probe is reloaded through Triton's model-control API.",
+    )
+
+    # --- admission: every stage has a concurrency budget and a bounded queue ----------
+    asr_concurrency: int = Field(2, ge=1, description="ASR calls in flight at once.")
+    llm_concurrency: int = Field(4, ge=1, description="LLM streams in flight at once.")
+    tts_concurrency: int = Field(2, ge=1, description="TTS calls in flight at once.")
+    embed_concurrency: int = Field(4, ge=1, description="Embedding calls in flight at once.")
+    turn_concurrency: int = Field(8, ge=1, description="Whole turns in flight at once.")
+    queue_depth: int = Field(
+        16, ge=0, description="Waiting requests per stage; more get 503 with Retry-After at once."
+    )
+    queue_wait_s: float = Field(
+        20.0, gt=0, description="Longest wait for a stage; a longer expected wait gets 503 at once."
+    )
+    turn_deadline_s: float = Field(
+        120.0, gt=0, description="A whole turn, including its queues; past it the turn fails."
+    )
 
     # --- speech recognition -------------------------------------------------------------
     asr_model: str = Field(
@@ -111,6 +146,9 @@ class Settings(BaseSettings):
     tts_max_chars: int = Field(
         5000, ge=1, description="Longest text synthesised in one request; longer gets 413."
     )
+    tts_max_audio_seconds: float = Field(
+        600.0, gt=0, description="Most speech one request may make; more gets 413."
+    )
 
     # --- the voice turn -----------------------------------------------------------------
     rag_top_k: int = Field(3, ge=1, le=20, description="Passages retrieved for each turn.")
@@ -137,6 +175,12 @@ class Settings(BaseSettings):
     rate_limit_burst: int | None = Field(
         None, ge=1, description="Requests a key may make at once (default: a minute's worth)."
     )
+    rate_limit_work_per_minute: float = Field(
+        900.0,
+        gt=0,
+        description="Work units a minute per key: 1 per second of audio heard, per 10 reply "
+        "tokens asked for, and per 15 characters spoken. More get 429 with Retry-After.",
+    )
 
     # --- Telegram -----------------------------------------------------------------------
     telegram_bot_token: SecretStr | None = Field(
@@ -158,6 +202,14 @@ class Settings(BaseSettings):
     telegram_rate_limit_per_minute: int = Field(20, ge=1, description="Per Telegram user.")
     telegram_max_voice_seconds: int = Field(120, ge=1, description="Longer voice is refused.")
     telegram_max_document_bytes: int = Field(5 * 1024 * 1024, ge=1)
+    telegram_max_voice_bytes: int = Field(
+        2 * 1024 * 1024, ge=1, description="Larger voice files are refused before download."
+    )
+    telegram_concurrent_updates: int = Field(
+        16, ge=1, description="Updates handled at once (each user's still in order)."
+    )
+    pdf_max_pages: int = Field(200, ge=1, description="PDF pages read; more are refused.")
+    pdf_timeout_s: float = Field(20.0, gt=0, description="Longest PDF text extraction.")
     telegram_poll_interval_s: float = Field(0.0, ge=0.0)
     telegram_api_url: str = Field(
         "https://api.telegram.org/bot", description="Bot API base (tests: a local fake)."
@@ -188,6 +240,15 @@ class Settings(BaseSettings):
         if "chunk_max_words" in data and v >= data["chunk_max_words"]:
             raise ValueError("chunk_overlap_words must be smaller than chunk_max_words")
         return v
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> Settings:
+        if self.telegram_webhook_url and self.telegram_webhook_secret is None:
+            raise ValueError(
+                "telegram_webhook_url needs telegram_webhook_secret: without it anyone could "
+                "post updates as an allowed user"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tts_checkpoints_in_pairs(self) -> Settings:

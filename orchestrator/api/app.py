@@ -8,21 +8,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from fastapi import Depends, FastAPI, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from fastapi import Depends, FastAPI, Request, Response
 
 from orchestrator import __version__, metrics
+from orchestrator.admission import Admission
 from orchestrator.api.deps import require_key
+from orchestrator.api.errors import install_error_handlers
+from orchestrator.api.gates import CancelOnDisconnect, KeyGate
 from orchestrator.api.limits import BodySizeLimit
 from orchestrator.api.routes import chat, documents, health, speech, telegram, voice
-from orchestrator.audio import AudioError
 from orchestrator.auth import RateLimiter
 from orchestrator.config import Settings
 from orchestrator.db.engine import make_async_engine, make_sessionmaker
-from orchestrator.triton.client import TritonGateway, TritonInferenceError, TritonUnavailable
-from orchestrator.turn import VoiceTurn
+from orchestrator.triton.client import TritonGateway
+from orchestrator.triton.doctor import ModelDoctor
+from orchestrator.triton.launcher import TritonServer
+from orchestrator.turn import TurnService
 
 if TYPE_CHECKING:
     from orchestrator.bot import JuneBot
@@ -30,28 +31,50 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app for ``settings``; ``settings.database_url`` must point at a live server."""
+def create_app(settings: Settings, *, triton_server: TritonServer | None = None) -> FastAPI:
+    """Build the app for ``settings``; ``settings.database_url`` must point at a live server.
+
+    With ``triton_server`` (``june serve`` owns the process), a Triton that dies is
+    restarted by the app's model doctor; otherwise the doctor only reloads models.
+    """
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url (june serve sets it)")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_async_engine(settings.database_url or "")
+        engine = make_async_engine(
+            settings.database_url or "",
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_s,
+        )
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.rate_limiter = RateLimiter(
             settings.rate_limit_per_minute, burst=settings.rate_limit_burst
         )
+        app.state.admission = Admission(settings)
         app.state.triton = TritonGateway(
-            settings.triton_grpc_url, timeout_s=settings.triton_request_timeout_s
+            settings.triton_grpc_url,
+            timeout_s=settings.triton_request_timeout_s,
+            admission=app.state.admission,
         )
-        app.state.voice_turn = VoiceTurn(settings, app.state.triton, app.state.sessionmaker)
-        app.state.bot = await _start_bot(settings, app.state.voice_turn)
+        app.state.doctor = ModelDoctor(
+            app.state.triton,
+            settings,
+            server=triton_server if settings.triton_restart else None,
+        )
+        app.state.triton.on_unhealthy = app.state.doctor.suspect
+        app.state.turns = TurnService(
+            settings, app.state.triton, app.state.sessionmaker, admission=app.state.admission
+        )
+        app.state.bot = await _start_bot(settings, app.state.turns)
+        app.state.doctor.start()
         try:
             yield
         finally:
+            await app.state.doctor.stop()
             if app.state.bot is not None:
                 await app.state.bot.stop()
             await app.state.triton.close()
@@ -70,13 +93,17 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chat.router, dependencies=keyed)
     app.include_router(documents.router, dependencies=keyed)
     app.include_router(voice.router, dependencies=keyed)
-    _install_error_handlers(app)
+    install_error_handlers(app)
     _install_metrics(app)
+    # Outermost last: a client that leaves cancels everything below; the key is checked
+    # before anything reads the body, and the body is counted against its limit.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(KeyGate)
+    app.add_middleware(CancelOnDisconnect)
     return app
 
 
-async def _start_bot(settings: Settings, turn: VoiceTurn) -> JuneBot | None:
+async def _start_bot(settings: Settings, turns: TurnService) -> JuneBot | None:
     """The Telegram bot when a token is set. If Telegram cannot be reached the API still
     serves, and the log says why the bot is not running."""
     if settings.telegram_bot_token is None:
@@ -86,59 +113,12 @@ async def _start_bot(settings: Settings, turn: VoiceTurn) -> JuneBot | None:
     from orchestrator.bot import JuneBot
 
     try:
-        bot = JuneBot(settings, turn)
+        bot = JuneBot(settings, turns)
         await bot.start()
     except (TelegramError, OSError) as exc:
         log.error("the Telegram bot did not start: %s", exc)
         return None
     return bot
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(
-                {"detail": "request body is not valid JSON (UTF-8)"},
-                status_code=status.HTTP_400_BAD_REQUEST,
-            )
-        detail = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in errors
-        ]
-        return JSONResponse({"detail": detail}, status_code=422)
-
-    @app.exception_handler(TritonUnavailable)
-    async def triton_down(request: Request, exc: TritonUnavailable) -> JSONResponse:
-        log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse(
-            {"detail": f"model server unavailable: {exc}"},
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
-        )
-
-    @app.exception_handler(TritonInferenceError)
-    async def triton_failed(request: Request, exc: TritonInferenceError) -> JSONResponse:
-        log.error("%s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_502_BAD_GATEWAY)
-
-    @app.exception_handler(OperationalError)
-    async def db_down(request: Request, exc: DBAPIError) -> JSONResponse:
-        log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
-        return JSONResponse(
-            {"detail": "database unavailable"},
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
-        )
-
-    @app.exception_handler(AudioError)
-    async def bad_audio(request: Request, exc: AudioError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
-
-    @app.exception_handler(ValueError)
-    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_400_BAD_REQUEST)
 
 
 def _install_metrics(app: FastAPI) -> None:

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+# Control characters but tab, newline and carriage return (C0, DEL and C1). PostgreSQL
+# text cannot hold NUL at all; the others are never meant in a question or a document.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def strip_controls(value: str) -> str:
+    """``value`` without control characters (tab, newline and carriage return are kept)."""
+    return _CONTROL.sub("", value)
+
 
 def _clean_text(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; other control characters are kept as sent.
-    value = value.replace("\x00", "")
+    value = strip_controls(value)
     if not value.strip():
         raise ValueError("must contain some non-whitespace text")
+    return value
+
+
+def _clean_optional(value: str | None) -> str | None:
+    return None if value is None else strip_controls(value)
+
+
+def clean_request_id(value: str) -> str:
+    """A request id is 1-128 printable ASCII characters without spaces; else ValueError."""
+    if not _REQUEST_ID.fullmatch(value):
+        raise ValueError(
+            "request_id must be 1-128 printable ASCII characters, without spaces or control "
+            "characters"
+        )
     return value
 
 
@@ -25,6 +49,7 @@ class DocumentIn(BaseModel):
 
     _clean_title = field_validator("title")(_clean_text)
     _clean_body = field_validator("text")(_clean_text)
+    _clean_source = field_validator("source")(_clean_optional)
 
 
 class DocumentOut(BaseModel):
@@ -71,6 +96,9 @@ class Health(BaseModel):
     status: str
     triton: str
     database: str
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Each pipeline: up, or down with the reason."
+    )
 
 
 class ErrorOut(BaseModel):
@@ -88,6 +116,8 @@ class TranscriptOut(BaseModel):
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: str = Field(max_length=100_000)
+
+    _clean_content = field_validator("content")(strip_controls)
 
 
 class ChatIn(BaseModel):
@@ -113,6 +143,18 @@ class ChatIn(BaseModel):
     stop: list[str] = Field(default_factory=list, max_length=4)
     seed: int | None = Field(None, ge=0)
     stream: bool = False
+
+    _clean_text = field_validator("text", "system")(_clean_optional)
+
+    @field_validator("stop")
+    @classmethod
+    def _clean_stop(cls, value: list[str]) -> list[str]:
+        return [cleaned for v in value if (cleaned := strip_controls(v))]
+
+    @field_validator("request_id")
+    @classmethod
+    def _request_id(cls, value: str | None) -> str | None:
+        return None if value is None else clean_request_id(value)
 
     @model_validator(mode="after")
     def _messages_or_text(self) -> ChatIn:
@@ -154,6 +196,7 @@ class SpeakIn(BaseModel):
     @field_validator("text")
     @classmethod
     def _not_blank(cls, value: str) -> str:
+        value = strip_controls(value)
         if not value.strip():
             raise ValueError("text is empty")
         return value

@@ -85,8 +85,18 @@ def make_sync_engine(url: str) -> Engine:
     return create_engine(sqlalchemy_url(url), pool_pre_ping=True)
 
 
-def make_async_engine(url: str) -> AsyncEngine:
-    return create_async_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=5)
+def make_async_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 5.0
+) -> AsyncEngine:
+    """The orchestrator's pool; a request that cannot get a connection in ``pool_timeout``
+    seconds fails with SQLAlchemy's TimeoutError, which the API answers with 503."""
+    return create_async_engine(
+        sqlalchemy_url(url),
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:

@@ -11,11 +11,19 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import metrics
-from orchestrator.api.deps import SettingsDep, TritonDep
+from orchestrator.admission import work_units
+from orchestrator.api.deps import PrincipalDep, SettingsDep, TritonDep, TurnsDep
 from orchestrator.api.schemas import ErrorOut, SpeakIn, TranscriptOut
-from orchestrator.audio import OUTPUT_FORMATS, AudioEncoder, OutputFormat, decode_audio
+from orchestrator.audio import (
+    OUTPUT_FORMATS,
+    AudioEncoder,
+    OutputFormat,
+    decode_audio,
+    speech_seconds,
+)
 from orchestrator.triton.client import Speech
-from orchestrator.tts import speak
+from orchestrator.tts import speak, spoken_seconds
+from orchestrator.turn import MIN_SPEECH_SECONDS
 
 router = APIRouter(prefix="/v1", tags=["speech"])
 
@@ -36,13 +44,19 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
 @router.post("/transcribe", response_model=TranscriptOut, responses=_ERRORS)
 async def transcribe(
     triton: TritonDep,
+    turns: TurnsDep,
+    caller: PrincipalDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="Audio: OGG/Opus, WAV, MP3, FLAC, M4A, ...")],
     language: Annotated[
-        str | None, Form(description="Force a language (e.g. 'en'); detected if omitted.")
+        str | None,
+        Form(max_length=16, description="Force a language (e.g. 'en'); detected if omitted."),
     ] = None,
 ) -> TranscriptOut:
-    """Decode any common audio format, resample to 16 kHz mono, transcribe with Whisper."""
+    """Decode any common audio format, resample to 16 kHz mono, transcribe with Whisper.
+
+    Audio with no speech in it (silence, steady noise, a click) gives an empty text
+    without a model call."""
     if language is not None:
         language = language.strip().lower() or None
     if language is not None and language not in await triton.asr_languages():
@@ -50,7 +64,16 @@ async def transcribe(
     data = await read_upload(file, settings.max_audio_bytes)
     start = time.perf_counter()
     audio = await run_in_threadpool(decode_audio, data, max_seconds=settings.max_audio_seconds)
+    turns.work.charge(caller.key_id, work_units(audio_seconds=len(audio) / 16000))
     decoded = time.perf_counter()
+    if await run_in_threadpool(speech_seconds, audio) < MIN_SPEECH_SECONDS:
+        return TranscriptOut(
+            text="",
+            language=language or "",
+            no_speech_prob=1.0,
+            duration_s=round(len(audio) / 16000, 3),
+            timings_ms={"decode": round((decoded - start) * 1000, 1), "transcribe": 0.0},
+        )
     result = await triton.transcribe(audio, language=language)
     done = time.perf_counter()
     metrics.STAGE_LATENCY.labels(stage="decode").observe(decoded - start)
@@ -124,15 +147,29 @@ _NOTHING_TO_SAY = "the text has nothing speakable in it (only emoji, symbols or 
 async def speak_text(
     body: SpeakIn,
     triton: TritonDep,
+    turns: TurnsDep,
+    caller: PrincipalDep,
     settings: SettingsDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Synthesise speech. ``stream: true`` sends each sentence's audio as soon as it is made."""
+    """Synthesise speech. ``stream: true`` sends each sentence's audio as soon as it is made.
+
+    The work is capped before any is done: by the written length (``tts_max_chars``) and
+    by how long the text takes to say once numbers and dates are spelled out
+    (``tts_max_audio_seconds``); over either is 413."""
     if len(body.text) > settings.tts_max_chars:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"text has {len(body.text)} characters; the limit is {settings.tts_max_chars}",
         )
+    seconds = await run_in_threadpool(spoken_seconds, body.text, body.pace)
+    if seconds > settings.tts_max_audio_seconds:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"the text would take about {seconds:.0f} s to say; the limit is "
+            f"{settings.tts_max_audio_seconds:.0f} s",
+        )
+    turns.work.charge(caller.key_id, work_units(characters=len(body.text)))
     fmt = choose_format(body.format, accept)
     start = time.perf_counter()
     sentences = speak(
