@@ -21,6 +21,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+MIN_INPUT_RATE = 4000  # below this no speech survives (a header that lies, or a bad file)
 
 
 class AudioError(ValueError):
@@ -57,6 +58,11 @@ def decode_audio(data: bytes, *, max_seconds: float, sample_rate: int = SAMPLE_R
         streams = container.streams.audio
         if not streams:
             raise UnsupportedAudio("the file has no audio stream")
+        declared = streams[0].rate or streams[0].codec_context.sample_rate or 0
+        if declared and declared < MIN_INPUT_RATE:
+            raise CorruptAudio(
+                f"the audio's sample rate is {declared} Hz; speech needs at least {MIN_INPUT_RATE}"
+            )
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         limit = int(max_seconds * sample_rate)
         chunks: list[np.ndarray] = []
@@ -87,6 +93,26 @@ def decode_audio(data: bytes, *, max_seconds: float, sample_rate: int = SAMPLE_R
     if not np.isfinite(audio).all():
         raise CorruptAudio("the audio contains invalid samples")
     return np.clip(audio, -1.0, 1.0)
+
+
+def speech_seconds(
+    audio: np.ndarray, *, sample_rate: int = SAMPLE_RATE, frame_s: float = 0.03
+) -> float:
+    """Seconds of ``audio`` loud enough, above its own noise floor, to be speech.
+
+    A frame counts when its RMS is over -50 dBFS and over three times the quietest tenth
+    of the clip's frames: steady noise (hiss, hum, white noise) raises its own floor and
+    counts for nothing, a click counts for a frame or two, silence for nothing. Speech,
+    which rises and falls by far more than 10 dB, counts.
+    """
+    n = int(sample_rate * frame_s)
+    frames = len(audio) // n
+    if frames == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(np.square(audio[: frames * n].reshape(frames, n)), axis=1))
+    floor = float(np.percentile(rms, 10))
+    voiced = (rms > 10 ** (-50 / 20)) & (rms > 3 * floor)
+    return float(voiced.sum() * frame_s)
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,17 @@ _SAINT = re.compile(r"\bSt\.(?=\s+[A-Z])")  # St. Louis
 _STREET = re.compile(r"(?<=[A-Za-z] )St\.?(?=\W|$)")  # Baker St.
 
 
+# Longer digit strings (card and phone numbers, IDs, a pasted hash) are read digit by
+# digit, as people read them; num2words would make a sentence of every one.
+MAX_NUMBER_DIGITS = 15
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
 def _int_words(digits: str) -> str:
-    return num2words(int(digits.replace(",", "")))
+    plain = digits.replace(",", "")
+    if len(plain) > MAX_NUMBER_DIGITS:
+        return " ".join(DIGITS[int(d)] for d in plain)
+    return num2words(int(plain))
 
 
 def _url(match: re.Match[str]) -> str:
@@ -143,9 +152,7 @@ def _unit(match: re.Match[str]) -> str:
 
 
 def _decimal(match: re.Match[str]) -> str:
-    return f"{_int_words(match.group(1))} point " + " ".join(
-        num2words(int(d)) for d in match.group(2)
-    )
+    return f"{_int_words(match.group(1))} point " + " ".join(DIGITS[int(d)] for d in match.group(2))
 
 
 def _abbreviation(match: re.Match[str]) -> str:
@@ -205,6 +212,35 @@ def check_request(text: str, pace: float, *, max_chars: int) -> None:
         raise TextTooLong(f"text has {len(text)} characters; the limit is {max_chars}")
     if not PACE_RANGE[0] <= pace <= PACE_RANGE[1]:
         raise ValueError(f"PACE must be in {list(PACE_RANGE)}, got {pace}")
+
+
+# Speech runs at about 15 characters of normalised text a second (Piper and FastPitch
+# voices at PACE 1 measure 13-17): enough to cap work before any of it is done.
+SPOKEN_CHARS_PER_SECOND = 15.0
+# A voice model's work and memory grow with a sentence's length; one longer than this
+# (about a minute of speech without a pause) is refused rather than synthesised.
+MAX_SENTENCE_PHONEMES = 1000
+
+
+def spoken_seconds(words: str, pace: float = 1.0) -> float:
+    """About how long normalised ``words`` take to say."""
+    return len(words) / SPOKEN_CHARS_PER_SECOND / pace
+
+
+def check_spoken(words: str, *, max_chars: int) -> None:
+    """Cap the work of one request by its normalised length (numbers grow when spelled)."""
+    if len(words) > max_chars:
+        raise TextTooLong(
+            f"the text is {len(words)} characters when spoken out; the limit is {max_chars}"
+        )
+
+
+def check_sentence(n_phonemes: int) -> None:
+    if n_phonemes > MAX_SENTENCE_PHONEMES:
+        raise TextTooLong(
+            f"a sentence is {n_phonemes} phonemes long; the limit is {MAX_SENTENCE_PHONEMES} "
+            "(split it with punctuation)"
+        )
 
 
 def is_speakable(text: str) -> bool:

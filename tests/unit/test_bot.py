@@ -4,8 +4,9 @@ import io
 
 import pytest
 
-from orchestrator.bot import document_text, principal_for
+from orchestrator.bot import principal_for
 from orchestrator.config import Settings
+from orchestrator.rag.extract import document_text
 
 
 def test_text_and_markdown_documents_decode():
@@ -48,3 +49,9 @@ def test_allowlist_from_the_environment(monkeypatch):
     assert Settings(_env_file=None).telegram_allowed_users == [11, 22, 33]
     monkeypatch.setenv("JUNE_TELEGRAM_ALLOWED_USERS", "[44]")
     assert Settings(_env_file=None).telegram_allowed_users == [44]
+
+
+def test_webhook_mode_refuses_to_start_without_a_secret():
+    with pytest.raises(ValueError, match="telegram_webhook_secret"):
+        Settings(_env_file=None, telegram_webhook_url="https://june.example/telegram/webhook")
+    Settings(_env_file=None, telegram_webhook_url="https://x/y", telegram_webhook_secret="s")

@@ -10,6 +10,7 @@ the windows of one request joined in order.
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from tokenizers import Tokenizer
 
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
+# Whisper's own guard against its loops ("you you you ..."): text that compresses better
+# than this is a repetition the decoder fell into, not speech.
+COMPRESSION_RATIO_THRESHOLD = 2.4
 
 
 @dataclass
@@ -43,6 +47,11 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 def is_silent(window: np.ndarray) -> bool:
     return bool(np.ptp(window) < 1e-3)
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 class WhisperRules:
@@ -84,7 +93,10 @@ class WhisperRules:
             return ""
         if result.no_speech_prob > NO_SPEECH_THRESHOLD and result.avg_logprob < LOGPROB_THRESHOLD:
             return ""
-        return self.tokenizer.decode(result.tokens, skip_special_tokens=True).strip()
+        text = self.tokenizer.decode(result.tokens, skip_special_tokens=True).strip()
+        if compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD:
+            return ""
+        return text
 
     def transcribe(self, requests: list[tuple[np.ndarray, str | None]]) -> list[Transcript]:
         """``[(mel windows [W, n_mels, frames], language or None), ...]`` -> one transcript each.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tts_text import TextTooLong, check_request, normalise
+from tts_text import TextTooLong, check_request, check_sentence, check_spoken, normalise
 
 __all__ = ["CharsFrontend", "TextTooLong"]
 
@@ -80,7 +80,10 @@ class CharsFrontend:
         check_request(text, pace, max_chars=self.max_chars)
         if not 0 <= speaker < self.n_speakers:
             raise ValueError(f"SPEAKER must be in [0, {self.n_speakers}), got {speaker}")
-        ids = np.array([self.encode(normalise(text))], dtype=np.int64)
+        words = normalise(text)
+        check_spoken(words, max_chars=2 * self.max_chars)
+        ids = np.array([self.encode(words)], dtype=np.int64)
+        check_sentence(ids.shape[1])
         return AcousticInputs(
             text=ids,
             pitch=np.zeros(ids.shape, dtype=np.float32),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from piper.phoneme_ids import phonemes_to_ids
 from piper.phonemize_espeak import ESPEAK_DATA_DIR, EspeakPhonemizer
-from tts_text import TextTooLong, check_request, normalise
+from tts_text import TextTooLong, check_request, check_sentence, check_spoken, normalise
 
 __all__ = ["PiperFrontend", "TextTooLong"]
 
@@ -48,6 +48,7 @@ class PiperFrontend:
         if self.num_speakers > 1 and not 0 <= speaker < self.num_speakers:
             raise ValueError(f"SPEAKER must be in [0, {self.num_speakers}), got {speaker}")
         words = normalise(text)
+        check_spoken(words, max_chars=2 * self.max_chars)
         rows: list[list[int]] = []
         if any(ch.isalpha() for ch in words):
             for phonemes in self._phonemizer.phonemize(
@@ -55,6 +56,7 @@ class PiperFrontend:
             ):
                 if phonemes:
                     rows.append(phonemes_to_ids(phonemes, self.id_map))
+                    check_sentence(len(rows[-1]))
         ids = np.array([i for row in rows for i in row], dtype=np.int64)
         return PhonemeBatch(
             ids=ids,
