@@ -6,6 +6,7 @@ needed, the Triton gateway; the API routes stay thin.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -63,7 +64,10 @@ async def ingest_document(
     Embedding happens before anything is written, so a Triton failure stores nothing.
     ``owner_id`` None stores a shared document, which every user's search reads.
     """
-    chunks = chunk_text(text_, max_words=max_words, overlap_words=overlap_words)
+    # Off the event loop: a large document must not stall every other request.
+    chunks = await asyncio.to_thread(
+        chunk_text, text_, max_words=max_words, overlap_words=overlap_words
+    )
     if not chunks:
         raise ValueError("the document has no text to index")
     vectors = await triton.embed(chunks, batch_size=batch_size)
@@ -128,6 +132,21 @@ async def delete_document(
     return bool(result.rowcount)
 
 
+async def pgvector_version(session: AsyncSession) -> tuple[int, ...]:
+    """The installed pgvector's version, e.g. (0, 6, 2); read once per process."""
+    global _pgvector_version
+    if _pgvector_version is None:
+        raw = await session.scalar(
+            text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        )
+        _pgvector_version = tuple(int(p) for p in str(raw or "0").split(".") if p.isdigit())
+    return _pgvector_version
+
+
+_pgvector_version: tuple[int, ...] | None = None
+ITERATIVE_SCAN = (0, 8)  # pgvector added hnsw.iterative_scan in 0.8.0
+
+
 async def search(
     session: AsyncSession,
     triton: TritonGateway,
@@ -136,23 +155,47 @@ async def search(
     user_id: str,
     top_k: int = 5,
     min_score: float | None = None,
+    deadline: float | None = None,
 ) -> list[SearchHit]:
     """The ``top_k`` chunks closest to ``query`` among the documents ``user_id`` may read.
 
-    Cosine similarity through the HNSW index; other users' private documents are never
-    candidates.
+    The caller always gets their own top-k, whatever other users store. An HNSW scan
+    filtered afterwards would not promise that: it returns ``ef_search`` candidates from
+    all users, and another user's many similar chunks can push every one of the caller's
+    out. So on pgvector 0.8+ the scan is iterative (it goes on until ``top_k`` visible
+    rows are found, in exact distance order); on older servers (the embedded 0.6.2) the
+    visible chunks are ranked exactly, without the index.
     """
-    vector = (await triton.embed([query]))[0].tolist()
+    vector = (await triton.embed([query], deadline=deadline))[0].tolist()
     distance = Chunk.embedding.cosine_distance(vector)
-    # HNSW returns at most ef_search candidates; keep it above top_k.
-    await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, int(top_k) * 2)}"))
-    stmt = (
-        select(Chunk, Document.title, distance.label("distance"))
-        .join(Document, Document.id == Chunk.document_id)
-        .where(visible_to(user_id))
-        .order_by(distance)
-        .limit(top_k)
-    )
+    if await pgvector_version(session) >= ITERATIVE_SCAN:
+        await session.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+        await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, int(top_k) * 2)}"))
+        stmt = (
+            select(Chunk, Document.title, distance.label("distance"))
+            .join(Document, Document.id == Chunk.document_id)
+            .where(visible_to(user_id))
+            .order_by(distance)
+            .limit(top_k)
+        )
+    else:
+        visible = (
+            select(Chunk.id, Chunk.embedding)
+            .join(Document, Document.id == Chunk.document_id)
+            .where(visible_to(user_id))
+            .cte("visible")
+            .prefix_with("MATERIALIZED")  # ranked exactly: the planner cannot use HNSW here
+        )
+        ranked = visible.c.embedding.cosine_distance(vector)
+        nearest = (
+            select(visible.c.id, ranked.label("distance")).order_by(ranked).limit(top_k).subquery()
+        )
+        stmt = (
+            select(Chunk, Document.title, nearest.c.distance)
+            .join(nearest, nearest.c.id == Chunk.id)
+            .join(Document, Document.id == Chunk.document_id)
+            .order_by(nearest.c.distance)
+        )
     rows = (await session.execute(stmt)).all()
     await session.commit()
     hits = [
