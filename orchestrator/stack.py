@@ -6,8 +6,10 @@ reverse, and runs on Ctrl-C, SIGTERM or any failure, so no server outlives ``jun
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import subprocess
 from contextlib import ExitStack
 from types import FrameType
 
@@ -17,6 +19,7 @@ from orchestrator.api.app import create_app
 from orchestrator.config import Settings
 from orchestrator.db.engine import DatabaseError, EmbeddedPostgres
 from orchestrator.db.migrate import upgrade
+from orchestrator.reaper import start_reaper, stop_stale_servers
 from orchestrator.triton.launcher import TritonServer
 
 log = logging.getLogger("june.stack")
@@ -76,20 +79,37 @@ def serve_api(settings: Settings) -> None:
     _run_uvicorn(settings, settings.database_url)
 
 
-def _run_uvicorn(settings: Settings, database_url: str) -> None:
-    app = create_app(settings.model_copy(update={"database_url": database_url}))
+def _run_uvicorn(settings: Settings, database_url: str, triton: TritonServer | None = None) -> None:
+    app = create_app(
+        settings.model_copy(update={"database_url": database_url}), triton_server=triton
+    )
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        # in-flight requests get this long after a stop signal, then are cancelled
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
     )
     log.info("June is up: http://%s:%d (docs at /docs)", settings.host, settings.port)
     uvicorn.Server(config).run()
 
 
 def _run(settings: Settings) -> None:
+    stop_stale_servers(settings.data_dir)  # a previous june serve that was killed
+    reaper = start_reaper(settings.data_dir)  # and if this one is killed
     with ExitStack() as stack:
+        stack.callback(_stop_reaper, reaper)
         url = start_database(settings, stack)
         upgrade(url)
         triton = triton_for(settings)
         stack.callback(triton.stop)
         triton.start(timeout_s=settings.triton_start_timeout_s)
-        _run_uvicorn(settings, url)
+        _run_uvicorn(settings, url, triton)
+
+
+def _stop_reaper(reaper: subprocess.Popen[bytes]) -> None:
+    reaper.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        reaper.wait(timeout=5)

@@ -171,6 +171,11 @@ class TritonServer:
         return f"{self.host}:{self.grpc_port}"
 
     @property
+    def pidfile(self) -> Path:
+        """Where the running server's pid is kept (the reaper reads it)."""
+        return self.runtime_dir / "tritonserver.pid"
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
@@ -188,6 +193,10 @@ class TritonServer:
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--strict-readiness=true",
+            # Explicit model control, every model loaded at start: June's model doctor
+            # reloads a model whose backend process died, without restarting Triton.
+            "--model-control-mode=explicit",
+            "--load-model=*",
             "--exit-on-error=true",
             "--disable-auto-complete-config",
             f"--log-verbose={self.log_verbose}",
@@ -225,6 +234,8 @@ class TritonServer:
             preexec_fn=_die_with_parent,
             start_new_session=True,  # Ctrl-C goes to us; we stop Triton in order
         )
+        self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+        self.pidfile.write_text(f"{self._proc.pid}\n")
         self._log_thread = threading.Thread(target=self._forward_logs, daemon=True)
         self._log_thread.start()
         if wait:
@@ -275,10 +286,15 @@ class TritonServer:
         self.stop()
         raise TritonError(f"tritonserver not ready after {timeout_s:.0f}s: {self.failure_reason()}")
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout_s``) and its stubs."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        self.pidfile.unlink(missing_ok=True)
+        if proc.poll() is not None:  # it died by itself: its stubs may not have
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             return
         log.info("stopping tritonserver (pid %d)", proc.pid)
         proc.send_signal(signal.SIGTERM)
@@ -293,6 +309,10 @@ class TritonServer:
             os.killpg(proc.pid, signal.SIGKILL)
         if self._log_thread:
             self._log_thread.join(timeout=5)
+
+    def exited(self) -> bool:
+        """True when a server this object started has died by itself."""
+        return self._proc is not None and self._proc.poll() is not None
 
     def kill(self) -> None:
         """Kill the server abruptly (fault tests: what an OOM kill looks like)."""
