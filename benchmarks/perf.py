@@ -50,6 +50,10 @@ class PerfError(RuntimeError):
     pass
 
 
+# june bench load's fault drills (benchmarks/load.py; named here so --help needs no import)
+DRILL_NAMES = ("kill-llm-stub", "kill-asr-stub", "kill-triton", "restart-db", "drop-clients")
+
+
 def _embed_data() -> dict:
     return {"data": [{"TEXT": {"content": [s], "shape": [1]}} for s in SENTENCES]}
 
@@ -453,3 +457,78 @@ def perf_cmd(
         raise typer.Exit(1) from exc
     Console().print(summary_table(model, rows))
     typer.echo(f"CSV: {out}")
+
+
+@perf_app.command("load")
+def load_cmd(
+    text: Annotated[int, typer.Option(help="Concurrent text-turn clients.")] = 32,
+    voice: Annotated[int, typer.Option(help="Concurrent voice-turn clients.")] = 16,
+    transcribe: Annotated[int, typer.Option(help="Concurrent transcribe clients.")] = 0,
+    keys: Annotated[int, typer.Option(help="API keys (users) the clients share.")] = 4,
+    seconds: Annotated[float, typer.Option(help="How long the load runs (at most 600).")] = 60,
+    drill: Annotated[
+        list[str] | None,
+        typer.Option(help="Fault drills mid-load: " + ", ".join(DRILL_NAMES) + " (repeatable)."),
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="The running June (default: this machine's june serve).")
+    ] = None,
+) -> None:
+    """Many users at once against a running June (loopback only), with fault drills."""
+    import asyncio
+
+    from benchmarks.load import LoadError, run_load, save, summary
+    from orchestrator.auth import create_key
+    from orchestrator.cli import _db_session
+    from orchestrator.config import get_settings
+
+    settings = get_settings()
+    drills = drill or []
+    unknown = [d for d in drills if d not in DRILL_NAMES]
+    if unknown:
+        log.error("unknown drill %s: choose from %s", unknown[0], ", ".join(DRILL_NAMES))
+        raise typer.Exit(2)
+    run_id = time.strftime("%H%M%S")
+    users = [f"load-{run_id}-{i}" for i in range(max(1, keys))]
+    with _db_session() as session:
+        secrets = [create_key(session, user_id=u, name="june bench load").key for u in users]
+        database_url = session.get_bind().url.render_as_string(hide_password=False)
+    try:
+        report = asyncio.run(
+            run_load(
+                url or f"http://127.0.0.1:{settings.port}",
+                secrets,
+                text=text,
+                voice=voice,
+                transcribe=transcribe,
+                seconds=seconds,
+                drills=drills,
+                data_dir=settings.data_dir,
+                repository=settings.model_repository,
+                users=users,
+                database_url=database_url,
+            )
+        )
+    except LoadError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(1) from exc
+    rows, markdown = summary(report)
+    show(
+        f"Load: {text} text + {voice} voice + {transcribe} transcribe clients, "
+        f"{len(users)} keys, {report.seconds:.0f} s",
+        [
+            "kind",
+            "responses",
+            "ok/s",
+            "alone p50 s",
+            "p50 s",
+            "vs alone",
+            "p95 s",
+            "p99 s",
+            "slowest shed s",
+            "shed w/ Retry-After",
+        ],
+        rows,
+        markdown,
+    )
+    typer.echo(f"raw results: {save(report, RESULTS)}")
