@@ -208,6 +208,9 @@ def settings_for(triton: TritonServer, database_url: str, **overrides: object) -
         "triton_grpc_port": triton.grpc_port,
         "triton_http_port": triton.http_port,
         "triton_request_timeout_s": 10,
+        # no idle probes: they would add inferences to the statistics tests read (the
+        # self-healing tests set a short interval themselves)
+        "health_probe_interval_s": 3600,
         # the repository this Triton serves: the orchestrator reads its manifest (model
         # versions of each turn) and the LLM tokenizer (prompt budget) from it
         "model_repository": triton.repository,

@@ -39,7 +39,10 @@ def count_documents(client) -> int:
 def test_health_reports_both_up(client):
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "triton": "up", "database": "up"}
+    body = r.json()
+    assert (body["status"], body["triton"], body["database"]) == ("ok", "up", "up")
+    assert set(body["models"]) == {"embed", "asr", "llm", "tts_piper"}
+    assert set(body["models"].values()) == {"up"}
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,8 @@ def test_webhook_checks_the_secret_and_answers_a_duplicate_once(
         wrong = client.post("/telegram/webhook", json=hello,
                             headers={"X-Telegram-Bot-Api-Secret-Token": "nope"})  # fmt: skip
         assert wrong.status_code == 403
+        # no secret: 403, not 400 for the body that is not JSON: it was never read
+        assert client.post("/telegram/webhook", content=b"{not json").status_code == 403
         ok = {"X-Telegram-Bot-Api-Secret-Token": "s3cret"}
         assert client.post("/telegram/webhook", json=hello, headers=ok).status_code == 200
         fake.wait_for(user, "sendMessage", 1)
@@ -185,10 +187,10 @@ def test_webhook_checks_the_secret_and_answers_a_duplicate_once(
 
 
 def test_a_failure_inside_the_turn_gets_an_apology_and_the_bot_goes_on(polling_bot, fake, caplog):
-    turn = polling_bot.app.state.bot.turn
+    turn = polling_bot.app.state.bot.turns
     real = turn.generate
 
-    async def broken(messages):
+    async def broken(messages, deadline):
         raise RuntimeError("the LLM fell over")
         yield ""  # an async generator, like the real one
 
@@ -204,3 +206,69 @@ def test_a_failure_inside_the_turn_gets_an_apology_and_the_bot_goes_on(polling_b
         turn.generate = real
     fake.push(update(ALLOWED, text="Are you back?"))
     assert fake.wait_for(ALLOWED, "sendMessage", before + 2)[-1].params["text"].strip()
+
+
+def pdf_bomb() -> bytes:
+    """A one-page PDF of a few kB whose content stream is 3 million text operators:
+    minutes of pure-Python parsing for a text extractor."""
+    import zlib
+
+    stream = zlib.compress(b"BT /F1 12 Tf " + b"(a) Tj " * 3_000_000 + b"ET", 9)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer << /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_a_pdf_bomb_costs_one_worker_and_everyone_else_is_still_served(polling_bot, fake):
+    settings = polling_bot.app.state.bot.settings
+    settings.pdf_timeout_s, previous = 4.0, settings.pdf_timeout_s
+    try:
+        bomb = pdf_bomb()
+        fake.add_file("bomb-1", bomb, "documents/bomb.pdf")
+        doc = {"file_id": "bomb-1", "file_unique_id": "bomb-1-u", "file_name": "report.pdf",
+               "mime_type": "application/pdf", "file_size": len(bomb)}  # fmt: skip
+        before = len(fake.wait_for(ALLOWED, "sendMessage", 0))
+        fake.push(update(ALLOWED, document=doc))
+        slowest = 0.0
+        deadline = time.monotonic() + 30
+        while len(fake.sent_to(ALLOWED)) <= before and time.monotonic() < deadline:
+            start = time.monotonic()
+            assert polling_bot.get("/health").status_code == 200
+            slowest = max(slowest, time.monotonic() - start)
+            time.sleep(0.2)
+        reply = fake.wait_for(ALLOWED, "sendMessage", before + 1)[-1].params["text"]
+        assert reply == "That PDF took too long to read.", reply
+        assert slowest < 1.0, slowest
+    finally:
+        settings.pdf_timeout_s = previous
+    fake.push(update(ALLOWED, text="Still there?"))
+    assert fake.wait_for(ALLOWED, "sendMessage", before + 2)[-1].params["text"].strip()
+
+
+def test_voice_longer_than_declared_is_refused_from_the_file_itself(polling_bot, fake):
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    long_audio = (rng.standard_normal(16000 * 130) * 0.1).astype(np.float32)  # 130 s
+    lying = encode_upload(long_audio, fmt="ogg", codec="libopus")
+    before = len(fake.wait_for(ALLOWED, "sendMessage", 0))
+    fake.push(voice_update(fake, ALLOWED, lying, duration=3))  # says 3 s
+    reply = fake.wait_for(ALLOWED, "sendMessage", before + 1)[-1].params["text"]
+    assert "a bit long" in reply
+    big = b"OggS" + bytes(3 * 1024 * 1024)  # over telegram_max_voice_bytes: not downloaded
+    fake.push(voice_update(fake, ALLOWED, big, duration=3))
+    assert "a bit long" in fake.wait_for(ALLOWED, "sendMessage", before + 2)[-1].params["text"]
