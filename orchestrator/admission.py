@@ -1,9 +1,12 @@
 """Admission control: every stage has a concurrency budget and a bounded queue.
 
 A request that would wait past the stage's deadline, or find its queue full, is refused at
-once with :class:`Overloaded` (HTTP 503 with ``Retry-After``), never after a timeout. The
-expected wait is the queue ahead of it times the stage's recent service time (an
-exponentially weighted mean), divided by the stage's concurrency.
+once with :class:`Overloaded` (HTTP 503 with ``Retry-After``), never after a timeout: the
+decision is made on arrival, and a request let into the queue waits for its slot (up to
+its own deadline). The expected wait is the queue ahead of it times the stage's service
+time, divided by the stage's concurrency. The service time is the larger of the recent
+hold times (an exponentially weighted mean) and the mean age of the requests holding
+slots now, so a stage that has just slowed down under load is seen as slow at once.
 
 Work is also weighed per key (:class:`WorkLimiter`): seconds of audio heard, reply tokens
 asked for and characters spoken, so one client cannot take the machine with few requests.
@@ -48,16 +51,28 @@ class Stage:
         self.concurrency = concurrency
         self.queue = queue
         self.max_wait_s = max_wait_s
-        self.active = 0
         self.waiting = 0
         self.service_s = 0.0  # EWMA of the time a slot is held
+        self._holders: dict[int, float] = {}  # slot holder -> when it took the slot
         self._cond = asyncio.Condition()
 
+    @property
+    def active(self) -> int:
+        return len(self._holders)
+
+    def service_estimate(self) -> float:
+        """Seconds a slot is held now: recent hold times, or longer if the holders say so."""
+        if not self._holders:
+            return self.service_s
+        now = time.monotonic()
+        age = sum(now - t for t in self._holders.values()) / len(self._holders)
+        return max(self.service_s, age)
+
     def expected_wait(self) -> float:
-        """Seconds a newcomer would wait, from the queue ahead and the recent service time."""
+        """Seconds a newcomer would wait, from the queue ahead and the service time."""
         if self.active < self.concurrency:
             return 0.0
-        return (self.waiting + 1) * self.service_s / self.concurrency
+        return (self.waiting + 1) * self.service_estimate() / self.concurrency
 
     def _refuse(self, why: str) -> Overloaded:
         metrics.ADMISSION_REFUSED.labels(stage=self.name).inc()
@@ -67,36 +82,40 @@ class Stage:
     @asynccontextmanager
     async def slot(self, deadline: float | None = None) -> AsyncIterator[None]:
         """Hold one of the stage's slots; refuses at once when it cannot be had in time."""
+        now = time.monotonic()
         limit = self.max_wait_s
         if deadline is not None:
-            limit = min(limit, deadline - time.monotonic())
+            limit = min(limit, deadline - now)
         async with self._cond:
             if self.active >= self.concurrency:
                 if self.waiting >= self.queue:
                     raise self._refuse(f"{self.waiting} requests already waiting")
                 if self.expected_wait() > limit:
                     raise self._refuse(f"expected wait {self.expected_wait():.0f} s")
+                # Let in: it waits for its slot, up to its own deadline (a request with
+                # none gets three times the stage's wait limit as a last resort).
+                patience = (deadline - now) if deadline is not None else 3 * self.max_wait_s
                 self.waiting += 1
                 metrics.QUEUE_DEPTH.labels(stage=self.name).set(self.waiting)
                 try:
                     await asyncio.wait_for(
                         self._cond.wait_for(lambda: self.active < self.concurrency),
-                        timeout=max(limit, 0.001),
+                        timeout=max(patience, 0.001),
                     )
                 except TimeoutError:
-                    raise self._refuse("waited too long") from None
+                    raise self._refuse("no slot before the request's deadline") from None
                 finally:
                     self.waiting -= 1
                     metrics.QUEUE_DEPTH.labels(stage=self.name).set(self.waiting)
-            self.active += 1
-        start = time.monotonic()
+            token = object()
+            self._holders[id(token)] = time.monotonic()
         try:
             yield
         finally:
-            held = time.monotonic() - start
-            self.service_s = held if self.service_s == 0 else 0.8 * self.service_s + 0.2 * held
+            held = time.monotonic() - self._holders[id(token)]
+            self.service_s = held if self.service_s == 0 else 0.7 * self.service_s + 0.3 * held
             async with self._cond:
-                self.active -= 1
+                del self._holders[id(token)]
                 self._cond.notify(1)
 
 

@@ -79,3 +79,27 @@ def test_work_is_weighed_and_a_big_request_leaves_the_key_in_debt(monkeypatch):
 
 def test_work_units():
     assert work_units(audio_seconds=3, tokens=20, characters=30) == pytest.approx(3 + 2 + 2)
+
+
+async def test_slots_held_long_now_count_even_if_past_requests_were_quick():
+    stage = Stage("turn", concurrency=1, queue=10, max_wait_s=1.0)
+    stage.service_s = 0.01  # quick when idle ...
+    running = asyncio.create_task(hold(stage, 1.6))
+    await asyncio.sleep(1.2)  # ... but the request in the slot has held it for 1.2 s
+    start = time.monotonic()
+    with pytest.raises(Overloaded):
+        async with stage.slot():
+            pass
+    assert time.monotonic() - start < 0.05
+    await running
+
+
+async def test_a_request_let_into_the_queue_is_served_not_refused_later():
+    stage = Stage("llm", concurrency=1, queue=4, max_wait_s=0.2)
+    running = asyncio.create_task(hold(stage, 0.5))  # longer than max_wait_s
+    await asyncio.sleep(0.01)  # no history: the newcomer is let in
+    start = time.monotonic()
+    async with stage.slot(deadline=time.monotonic() + 5):
+        waited = time.monotonic() - start
+    assert 0.4 < waited < 1.0  # it waited for the slot past max_wait_s, within its deadline
+    await running
