@@ -236,10 +236,14 @@ async def run_load(
         start = time.monotonic()
 
         async def worker(kind: str, n: int) -> None:
+            """One client: back to back, waiting as told when refused (as clients should)."""
             i = n
             while time.monotonic() < stop_at:
                 key = i % len(keys)
-                report.outcomes.append(await one_request(client, kind, key, headers[key], audio, i))
+                outcome = await one_request(client, kind, key, headers[key], audio, i)
+                report.outcomes.append(outcome)
+                if outcome.status in (429, 503) and outcome.retry_after:
+                    await asyncio.sleep(min(float(outcome.retry_after), 5.0))
                 i += 1
 
         async def health() -> None:
