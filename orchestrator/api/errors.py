@@ -76,8 +76,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def mapped(request: Request, exc: Exception) -> JSONResponse:
         status_code, detail, headers = public_error(exc)
         metrics.REFUSED.labels(cause=str(status_code)).inc()
-        if status_code >= 500:
-            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        # shed load is normal under load: counted, not logged at WARNING for each request
+        shed = isinstance(exc, Overloaded | RateLimited)
+        log.log(
+            logging.DEBUG if shed or status_code < 500 else logging.WARNING,
+            "%s %s: %s",
+            request.method,
+            request.url.path,
+            exc,
+        )
         return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
     for kind in (
