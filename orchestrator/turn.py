@@ -192,29 +192,32 @@ class TurnService:
         deadline = time.monotonic() + self.settings.turn_deadline_s
         principal = request.principal
         self._charge(request)
-        if request.conversation_id is not None:
-            async with self.sessions() as session:
-                await crud.owned_conversation(
-                    session, user_id=principal.user_id, conversation_id=request.conversation_id
-                )
-        token = await self._reserve(request, deadline)
-        if isinstance(token, TurnResult):  # already answered: the stored turn
-            fmt = request.fmt if request.replay_audio else None
-            async for event in self._replay(token, fmt, deadline):
-                yield event
-            return
-        stored = False
-        try:
-            async with self.admission.slot("turn", deadline):
+        # The turn's slot first: a full server refuses at once, before any database work.
+        async with self.admission.slot("turn", deadline):
+            if request.conversation_id is not None:
+                async with self.sessions() as session:
+                    await crud.owned_conversation(
+                        session,
+                        user_id=principal.user_id,
+                        conversation_id=request.conversation_id,
+                    )
+            token = await self._reserve(request, deadline)
+            if isinstance(token, TurnResult):  # already answered: the stored turn
+                fmt = request.fmt if request.replay_audio else None
+                async for event in self._replay(token, fmt, deadline):
+                    yield event
+                return
+            stored = False
+            try:
                 clock = Stopwatch()
                 question = await self._question(request, clock, deadline)
                 yield "transcript", question
                 async for event in self._respond(request, question, token, clock, deadline):
                     stored = stored or event[0] == "done"
                     yield event
-        finally:
-            if not stored:
-                await self._release(request, token)
+            finally:
+                if not stored:
+                    await self._release(request, token)
 
     def _charge(self, request: TurnRequest) -> None:
         """Weigh the turn against the key's work budget (audio is weighed once decoded)."""
