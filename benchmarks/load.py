@@ -56,6 +56,7 @@ class Outcome:
     request_id: str = ""
     turn_id: str = ""
     retry_after: str | None = None
+    error: str = ""  # no HTTP answer at all: what the client saw
 
 
 @dataclass

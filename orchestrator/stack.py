@@ -91,6 +91,9 @@ def _run_uvicorn(settings: Settings, database_url: str, triton: TritonServer | N
         access_log=False,
         # in-flight requests get this long after a stop signal, then are cancelled
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        # longer than clients keep idle connections (httpx: 5 s), so a client never
+        # reuses a connection the server is closing at that moment
+        timeout_keep_alive=75,
     )
     log.info("June is up: http://%s:%d (docs at /docs)", settings.host, settings.port)
     uvicorn.Server(config).run()
