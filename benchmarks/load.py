@@ -18,7 +18,6 @@ import json
 import logging
 import signal
 import statistics
-import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -173,15 +172,13 @@ def find_stub(data_dir: Path, repository: Path, model: str) -> psutil.Process | 
 
 
 def postgres_restart(data_dir: Path) -> None:
-    import pgserver
+    """Restart the embedded Postgres in place (pg_ctl, as pgserver's own system user)."""
+    import os
 
-    pg_ctl = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-    subprocess.run(
-        [str(pg_ctl), "-D", str(data_dir / "pgdata"), "restart", "-m", "fast", "-w", "-t", "60"],
-        check=True,
-        capture_output=True,
-        timeout=90,
-    )
+    from pgserver._commands import pg_ctl
+
+    user = "pgserver" if os.geteuid() == 0 else None  # pg_ctl refuses to run as root
+    pg_ctl(["restart", "-m", "fast", "-w", "-t", "60"], pgdata=data_dir / "pgdata", user=user)
 
 
 def break_something(drill: str, data_dir: Path, repository: Path) -> str:
