@@ -30,6 +30,7 @@ from orchestrator import metrics
 from orchestrator.admission import Overloaded
 from orchestrator.config import Settings
 from orchestrator.triton.client import (
+    BYPASS_ADMISSION,
     ModelUnhealthy,
     TritonGateway,
     TritonUnavailable,
@@ -136,7 +137,8 @@ class ModelDoctor:
         """A tiny real request; a dead backend found this way is healed at once."""
         deadline = time.monotonic() + min(30.0, max(5.0, 2 * self.interval))
         try:
-            await self._ask(pipeline, deadline)
+            # its own task, so the admission bypass cannot leak into the caller's context
+            await asyncio.create_task(self._ask(pipeline, deadline))
         except Overloaded:
             return True  # busy is not broken: real traffic is answering
         except ModelUnhealthy as exc:
@@ -158,6 +160,7 @@ class ModelDoctor:
             self.health[pipeline] = PipelineHealth(ok, time.monotonic(), detail)
 
     async def _ask(self, pipeline: str, deadline: float) -> None:
+        BYPASS_ADMISSION.set(True)  # this task only: see BYPASS_ADMISSION
         if pipeline == "asr":
             # digital silence: both stubs answer, and the model skips Whisper's graphs
             await self.gateway.transcribe(np.zeros(8000, np.float32), deadline=deadline)

@@ -103,3 +103,38 @@ async def test_a_request_let_into_the_queue_is_served_not_refused_later():
         waited = time.monotonic() - start
     assert 0.4 < waited < 1.0  # it waited for the slot past max_wait_s, within its deadline
     await running
+
+
+async def test_the_doctors_probe_is_never_queued_behind_stuck_requests(tmp_path):
+    """All of a dead model's slots are held by requests stuck in it: the probe that finds
+    the death must still reach the model, and only the probe may skip admission."""
+    from orchestrator.admission import Admission
+    from orchestrator.config import Settings
+    from orchestrator.triton.client import TritonGateway
+    from orchestrator.triton.doctor import ModelDoctor
+
+    settings = Settings(_env_file=None, model_repository=tmp_path, llm_concurrency=1,
+                        queue_depth=0)  # fmt: skip
+    admission = Admission(settings)
+    gateway = TritonGateway("127.0.0.1:1", admission=admission)
+    seen: list[bool] = []
+
+    async def chat_stream(messages, **kwargs):
+        async with gateway._slot("llm", None):
+            seen.append(True)
+            yield None
+
+    gateway.chat_stream = chat_stream  # type: ignore[method-assign]
+    stuck = asyncio.create_task(hold(admission.stages["llm"], 0.5))  # the only slot, held
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded):  # an ordinary call is refused at once ...
+        async for _ in chat_stream([]):
+            pass
+    doctor = ModelDoctor(gateway, settings)
+    assert await doctor.probe("llm")  # ... the probe gets through
+    assert seen == [True]
+    with pytest.raises(Overloaded):  # and the bypass did not leak into this task
+        async for _ in chat_stream([]):
+            pass
+    await stuck
+    await gateway.close()
