@@ -81,9 +81,8 @@ def stop_triton(data_dir: Path, grace_s: float = 5.0) -> bool:
     return True
 
 
-def stop_postgres(data_dir: Path, grace_s: float = 10.0) -> bool:
-    """Stop the embedded Postgres running on ``data_dir/pgdata`` (fast shutdown)."""
-    pgdata = data_dir / PGDATA
+def stop_postgres(pgdata: Path, grace_s: float = 10.0) -> bool:
+    """Stop the embedded Postgres running on ``pgdata`` (fast shutdown)."""
     pid = _read_pid(pgdata / "postmaster.pid")
     if pid is None or not _alive(pid) or "postgres" not in _cmdline(pid):
         return False
@@ -97,25 +96,26 @@ def stop_postgres(data_dir: Path, grace_s: float = 10.0) -> bool:
     return True
 
 
-def prune_pg_handles(data_dir: Path) -> None:
-    """Forget dead processes in pgserver's list of the server's users
-    (``pgdata/.handle_pids.json``): while a killed ``june serve`` is listed there, the
-    next one would never stop Postgres at exit, thinking another process still uses it."""
-    path = data_dir / PGDATA / ".handle_pids.json"
+def pg_users(pgdata: Path) -> list[int]:
+    """Live processes in pgserver's list of the server's users (``.handle_pids.json``);
+    dead ones are dropped from the list: while a killed ``june serve`` is listed there,
+    the next one would never stop Postgres at exit, thinking another process used it."""
+    path = pgdata / ".handle_pids.json"
     try:
         pids = json.loads(path.read_text())
     except (OSError, ValueError):
-        return
+        return []
     alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
     if alive != pids:
         path.write_text(json.dumps(alive))
+    return alive
 
 
 def stop_stale_servers(data_dir: Path) -> None:
     """Before starting: servers a dead ``june serve`` of this data directory left."""
     stop_triton(data_dir)
-    stop_postgres(data_dir)
-    prune_pg_handles(data_dir)
+    stop_postgres(data_dir / PGDATA)
+    pg_users(data_dir / PGDATA)
 
 
 def start_reaper(data_dir: Path) -> subprocess.Popen[bytes]:
@@ -131,8 +131,8 @@ def _watch(parent: int, data_dir: Path) -> None:  # pragma: no cover - runs in t
     while _alive(parent) and os.getppid() == parent:
         time.sleep(0.5)
     stop_triton(data_dir)
-    stop_postgres(data_dir)
-    prune_pg_handles(data_dir)
+    stop_postgres(data_dir / PGDATA)
+    pg_users(data_dir / PGDATA)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,10 +63,17 @@ class EmbeddedPostgres:
         return self._server.get_uri()  # type: ignore[attr-defined]
 
     def stop(self) -> None:
+        """Let go of the server; the last process using it stops it."""
         if self._server is not None:
+            from orchestrator.reaper import pg_users, stop_postgres
+
             log.info("stopping embedded PostgreSQL")
             self._server.cleanup()  # type: ignore[attr-defined]
             self._server = None
+            # pgserver stops only the postmaster it saw start: one restarted in place
+            # (pg_ctl restart, a crash recovery) would be left running.
+            if not pg_users(self.pgdata):
+                stop_postgres(self.pgdata)
 
     def __enter__(self) -> EmbeddedPostgres:
         self.start()
