@@ -7,15 +7,18 @@ weights' digest and the exporter version, so only the first run on a machine exp
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import random
 import shutil
 import socket
 import sys
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from orchestrator.config import REPO_ROOT, Settings
@@ -174,6 +177,17 @@ def model_repo(
         options={"tts": {"vocoder": str(vocoder)}},
         models=MODELS + FASTPITCH_MODELS,
     )
+
+
+def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
+    """Mono 16-bit WAV of float samples in [-1, 1] (the header says ``rate``, true or not)."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
 
 
 def make_triton(repo: Path, runtime_dir: Path) -> TritonServer:

@@ -7,27 +7,18 @@ still answers.
 
 from __future__ import annotations
 
-import io
-import wave
 from collections.abc import Callable
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import bearer
+from tests.conftest import bearer, wav_bytes
 
 
 def wav(seconds: float, *, rate: int = 16000, noise: float = 0.0) -> bytes:
     rng = np.random.default_rng(5)
-    samples = rng.standard_normal(int(seconds * rate)) * noise
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+    return wav_bytes(rng.standard_normal(int(seconds * rate)) * noise, rate)
 
 
 NOISE = wav(3, noise=0.2)

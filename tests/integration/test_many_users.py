@@ -6,12 +6,10 @@ Small and bounded: every test sends a fixed number of requests to 127.0.0.1 only
 from __future__ import annotations
 
 import asyncio
-import io
 import socket
 import threading
 import time
 import uuid
-import wave
 from collections.abc import Iterator
 
 import httpx
@@ -22,7 +20,7 @@ from sqlalchemy import text
 
 from orchestrator.api.app import create_app
 from orchestrator.config import Settings
-from tests.conftest import bearer, free_port, make_key, settings_for
+from tests.conftest import bearer, free_port, make_key, settings_for, wav_bytes
 
 
 class LiveServer:
@@ -236,27 +234,17 @@ def test_tts_work_is_capped_before_it_starts(crowd, database_url):
         assert r.status_code == 200 and r.content[:4] == b"RIFF"
 
 
-def wav(samples: np.ndarray, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
-
-
 def garbage() -> dict[str, tuple[bytes, int]]:
     rng = np.random.default_rng(1)
     clicks = np.zeros(16000 * 3, np.float32)
     clicks[::8000] = 0.9
-    speechlike = wav((rng.standard_normal(16000 * 3) * 0.2).astype(np.float32))
+    speechlike = wav_bytes((rng.standard_normal(16000 * 3) * 0.2).astype(np.float32))
     return {
         "truncated": (speechlike[:300], 422),
-        "8 Hz": (wav(np.zeros(4000, np.float32), rate=8), 400),
+        "8 Hz": (wav_bytes(np.zeros(4000, np.float32), rate=8), 400),
         "white noise": (speechlike, 422),
-        "clicks": (wav(clicks), 422),
-        "silence": (wav(np.zeros(16000 * 2, np.float32)), 422),
+        "clicks": (wav_bytes(clicks), 422),
+        "silence": (wav_bytes(np.zeros(16000 * 2, np.float32)), 422),
         "empty": (b"", 400),
         "not audio": (b"%PDF-1.4 this is not audio at all" * 10, 415),
     }

@@ -1,13 +1,11 @@
 """Hostile input without servers: text fields, audio that is not speech, TTS work caps,
 Whisper's loop guard, error classification, and what the reaper stops."""
 
-import io
 import os
 import shutil
 import signal
 import subprocess
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +22,7 @@ from orchestrator.triton.client import (
     stage_of,
 )
 from orchestrator.tts import spoken_seconds
-from tests.conftest import load_backend_module
-
-
-def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+from tests.conftest import load_backend_module, wav_bytes
 
 
 def test_control_characters_are_cleaned_from_every_text_field():
