@@ -29,6 +29,7 @@ class Sent:
     method: str
     params: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)  # when the bot sent it
 
 
 class FakeTelegram:

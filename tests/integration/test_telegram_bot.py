@@ -13,7 +13,7 @@ from orchestrator.api.app import create_app
 from tests.conftest import free_port, settings_for
 from tests.fake_telegram import FakeTelegram
 
-ALLOWED, STRANGER = 1111, 9999
+ALLOWED, OTHER, STRANGER = 1111, 1112, 9999
 _ids = itertools.count(int(time.time()) % 100000 * 10)
 
 
@@ -62,7 +62,7 @@ def bot_settings(triton, database_url, fake, **extra):
         "telegram_bot_token": "123456:TEST",
         "telegram_api_url": fake.api_url,
         "telegram_file_url": fake.file_url,
-        "telegram_allowed_users": [ALLOWED],
+        "telegram_allowed_users": [ALLOWED, OTHER],
     }
     return settings_for(triton, database_url, **{**values, **extra})
 
@@ -234,6 +234,8 @@ def pdf_bomb() -> bytes:
 
 
 def test_a_pdf_bomb_costs_one_worker_and_everyone_else_is_still_served(polling_bot, fake):
+    """While one user's PDF bomb is read: /health answers fast, another user is answered
+    first, and the bomb's sender gets their replies in the order they wrote."""
     settings = polling_bot.app.state.bot.settings
     settings.pdf_timeout_s, previous = 4.0, settings.pdf_timeout_s
     try:
@@ -242,7 +244,10 @@ def test_a_pdf_bomb_costs_one_worker_and_everyone_else_is_still_served(polling_b
         doc = {"file_id": "bomb-1", "file_unique_id": "bomb-1-u", "file_name": "report.pdf",
                "mime_type": "application/pdf", "file_size": len(bomb)}  # fmt: skip
         before = len(fake.wait_for(ALLOWED, "sendMessage", 0))
+        others = len(fake.wait_for(OTHER, "sendMessage", 0))
         fake.push(update(ALLOWED, document=doc))
+        fake.push(update(ALLOWED, text="And after that?"))  # waits for the bomb's reply
+        fake.push(update(OTHER, text="Hello, are you there?"))  # does not wait
         slowest = 0.0
         deadline = time.monotonic() + 30
         while len(fake.sent_to(ALLOWED)) <= before and time.monotonic() < deadline:
@@ -250,13 +255,15 @@ def test_a_pdf_bomb_costs_one_worker_and_everyone_else_is_still_served(polling_b
             assert polling_bot.get("/health").status_code == 200
             slowest = max(slowest, time.monotonic() - start)
             time.sleep(0.2)
-        reply = fake.wait_for(ALLOWED, "sendMessage", before + 1)[-1].params["text"]
-        assert reply == "That PDF took too long to read.", reply
+        replies = fake.wait_for(ALLOWED, "sendMessage", before + 2)
+        assert replies[before].params["text"] == "That PDF took too long to read."
+        assert replies[before + 1].params["text"].strip()  # then the text, in order
         assert slowest < 1.0, slowest
+        other = fake.wait_for(OTHER, "sendMessage", others + 1)[others]
+        bomb_reply = next(s for s in fake.sent_to(ALLOWED)[before:] if s.method == "sendMessage")
+        assert other.at < bomb_reply.at  # the other user was not held up by the bomb
     finally:
         settings.pdf_timeout_s = previous
-    fake.push(update(ALLOWED, text="Still there?"))
-    assert fake.wait_for(ALLOWED, "sendMessage", before + 2)[-1].params["text"].strip()
 
 
 def test_voice_longer_than_declared_is_refused_from_the_file_itself(polling_bot, fake):
