@@ -29,6 +29,8 @@ import httpx
 import numpy as np
 import psutil
 
+from orchestrator.cli_errors import CommandError
+
 log = logging.getLogger("june.bench.load")
 
 MAX_SECONDS = 600
@@ -41,7 +43,7 @@ QUESTIONS = [
 ]
 
 
-class LoadError(RuntimeError):
+class LoadError(CommandError):
     """The load run cannot start; the message says why in one line."""
 
 

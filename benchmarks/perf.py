@@ -479,8 +479,8 @@ def load_cmd(
 
     from benchmarks.load import LoadError, run_load, save, summary
     from orchestrator.auth import create_key
-    from orchestrator.cli import _db_session
     from orchestrator.config import get_settings
+    from orchestrator.db.session import database_session
 
     settings = get_settings()
     drills = drill or []
@@ -490,7 +490,7 @@ def load_cmd(
         raise typer.Exit(2)
     run_id = time.strftime("%H%M%S")
     users = [f"load-{run_id}-{i}" for i in range(max(1, keys))]
-    with _db_session() as session:
+    with database_session(settings) as session:
         secrets = [create_key(session, user_id=u, name="june bench load").key for u in users]
         database_url = session.get_bind().url.render_as_string(hide_password=False)
     try:

@@ -23,12 +23,14 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from orchestrator.cli_errors import CommandError
+
 log = logging.getLogger(__name__)
 
 EXPORT_META = "export.json"
 
 
-class ExportError(RuntimeError):
+class ExportError(CommandError):
     """An export could not be done; the message says why in one line."""
 
 

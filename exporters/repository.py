@@ -32,6 +32,7 @@ from exporters.piper import export_piper
 from exporters.tts import export_tts
 from exporters.whisper import SERVING_FILES as WHISPER_SERVING_FILES
 from exporters.whisper import export_whisper
+from orchestrator.cli_errors import CommandError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ MANIFEST = "manifest.json"
 Profile = Literal["cpu", "gpu"]
 
 
-class RepositoryError(RuntimeError):
+class RepositoryError(CommandError):
     """The repository could not be built; the message says why in one line."""
 
 

@@ -22,12 +22,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from orchestrator.cli_errors import CommandError
 from orchestrator.db.models import ApiKey
 
 KEY_PREFIX = "june_"
 
 
-class KeyAdminError(RuntimeError):
+class KeyAdminError(CommandError):
     """A ``june keys`` command could not be done; the message says why in one line."""
 
 

@@ -6,18 +6,17 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy.orm import Session
 
 from benchmarks.perf import perf_app
 from exporters.cli import build_from_settings, export_app, repo_app
 from orchestrator.cli_errors import one_line_errors
 from orchestrator.config import get_settings
+from orchestrator.db.session import database_session
 from orchestrator.log import setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -147,26 +146,6 @@ def db_url() -> None:
     typer.echo(EmbeddedPostgres(Path(settings.pgdata)).start())
 
 
-@contextmanager
-def _db_session() -> Iterator[Session]:
-    """A session on the migrated database (the embedded one is started if needed)."""
-    from contextlib import ExitStack
-
-    from orchestrator.db.engine import make_sync_engine
-    from orchestrator.db.migrate import upgrade
-    from orchestrator.stack import start_database
-
-    with ExitStack() as stack:
-        url = start_database(get_settings(), stack)
-        upgrade(url)
-        engine = make_sync_engine(url)
-        try:
-            with Session(engine) as session:
-                yield session
-        finally:
-            engine.dispose()
-
-
 @keys_app.command("create")
 @one_line_errors
 def keys_create(
@@ -179,7 +158,7 @@ def keys_create(
     """Make a key and print it. It is shown only now; June keeps only its hash."""
     from orchestrator.auth import create_key
 
-    with _db_session() as session:
+    with database_session() as session:
         new = create_key(session, user_id=user, name=name, is_admin=admin)
     log.info("created key %s for user %r (%s)", new.id, new.user_id, new.name)
     typer.echo(new.key)
@@ -195,7 +174,7 @@ def keys_list() -> None:
     from orchestrator.auth import list_keys
 
     table = Table("id", "prefix", "user", "name", "admin", "created", "revoked")
-    with _db_session() as session:
+    with database_session() as session:
         for key in list_keys(session):
             table.add_row(
                 str(key.id),
@@ -218,7 +197,7 @@ def keys_revoke(
     """Revoke a key: requests with it get 401 from now on."""
     from orchestrator.auth import revoke_key
 
-    with _db_session() as session:
+    with database_session() as session:
         row = revoke_key(session, key.removesuffix("..."))
         log.info("revoked key %s of user %r", row.id, row.user_id)
 

@@ -10,10 +10,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from orchestrator.cli_errors import CommandError
+
 log = logging.getLogger(__name__)
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(CommandError):
     """The database could not be reached or prepared; the message says why."""
 
 

@@ -28,6 +28,8 @@ from types import TracebackType
 
 import httpx
 
+from orchestrator.cli_errors import CommandError
+
 log = logging.getLogger("june.triton")
 
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)'.*?: (.*)$")
@@ -56,7 +58,7 @@ def _level_of(line: str) -> int:
     return logging.INFO  # our python models' own log lines, and tables at start
 
 
-class TritonError(RuntimeError):
+class TritonError(CommandError):
     """Triton could not be started or stopped; the message is one line saying why."""
 
 
