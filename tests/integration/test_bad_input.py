@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import bearer, wav_bytes
+from tests.conftest import bearer, make_key, wav_bytes
 
 
 def wav(seconds: float, *, rate: int = 16000, noise: float = 0.0) -> bytes:
@@ -42,7 +42,10 @@ TABLE: dict[str, dict[str, int]] = {
     "body over JUNE_MAX_REQUEST_BYTES": {
         "voice": 413, "chat": 413, "speak": 413, "transcribe": 413, "documents": 413
     },
+    "body is not UTF-8": {"chat": 400, "speak": 400, "documents": 400},
+    "wrong JSON type (text is a number)": {"chat": 422, "speak": 422, "documents": 422},
     "NUL and control characters in text": {"chat": 200, "speak": 200, "documents": 201},
+    "shared document from a non-admin key": {"documents": 403},
     "NUL in request_id": {"voice": 422, "chat": 422},
     "empty or blank text": {"chat": 422, "speak": 422, "documents": 422},
     "field out of range": {"voice": 422, "chat": 422, "speak": 422, "documents": 422},
@@ -98,6 +101,19 @@ def request_for(case: str, endpoint: str) -> Callable[[httpx.Client], httpx.Resp
     if case == "body is not JSON / not a form":
         headers = {"content-type": "application/json"}
         return lambda c: c.post(path, content=b"{not json", headers=headers)
+    if case == "body is not UTF-8":
+        headers = {"content-type": "application/json"}
+        return lambda c: c.post(path, content=b'{"text": "caf\xff"}', headers=headers)
+    if case == "wrong JSON type (text is a number)":
+        return lambda c: c.post(path, json={**ok_body(endpoint), "text": 42})
+    if case == "shared document from a non-admin key":
+
+        def shared(c: httpx.Client) -> httpx.Response:
+            key = make_key(c.app.state.settings.database_url or "", "not-admin")
+            body = {"title": "T", "text": "x", "shared": True}
+            return c.post(path, json=body, headers=bearer(key))
+
+        return shared
     if case == "body over JUNE_MAX_REQUEST_BYTES":
         return lambda c: c.post(path, content=b"x" * (9 * 1024 * 1024))
     if case == "NUL and control characters in text":
