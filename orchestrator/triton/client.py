@@ -9,7 +9,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
@@ -68,7 +68,7 @@ _UNAVAILABLE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE
 def classify(model: str, status: str, message: str) -> Exception:
     """A Triton failure as June's error, by its status code (pb_utils.TritonError codes)."""
     status = (status or "").upper()
-    if _UNHEALTHY.search(message) or "is not healthy" in message:
+    if "is not healthy" in message:
         return ModelUnhealthy(
             f"Triton model {model!r} is restarting: its backend process died",
             unhealthy_model(message),
@@ -174,28 +174,35 @@ class TritonGateway:
             log.warning("failed %d call(s) in flight to %s: %s", len(breakers), model, why)
         return len(breakers)
 
-    async def _guarded(self, model: str, work: Awaitable[T], timeout: float) -> T:
-        """``work`` within ``timeout``, unless :meth:`fail_inflight` breaks it first."""
-        breaker = asyncio.Event()
+    @asynccontextmanager
+    async def _breaker(self, model: str) -> AsyncIterator[asyncio.Future]:
+        """For one call: a future that :meth:`fail_inflight` completes (register once)."""
+        event = asyncio.Event()
         calls = self._inflight.setdefault(model, set())
-        calls.add(breaker)
+        calls.add(event)
+        broken = asyncio.ensure_future(event.wait())
+        try:
+            yield broken
+        finally:
+            broken.cancel()
+            calls.discard(event)
+
+    @staticmethod
+    async def _race(model: str, broken: asyncio.Future, work: Awaitable[T], timeout: float) -> T:
+        """``work`` within ``timeout``, unless the call's breaker fires first."""
         task = asyncio.ensure_future(work)
-        broken = asyncio.ensure_future(breaker.wait())
         try:
             done, _ = await asyncio.wait(
                 {task, broken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             if task in done:
                 return task.result()
-            task.cancel()
             if broken in done:
                 raise ModelUnhealthy(f"Triton model {model!r} is restarting: its backend died")
             raise TimeoutError
         finally:
-            broken.cancel()
             if not task.done():
                 task.cancel()
-            calls.discard(breaker)
 
     def _slot(self, model: str, deadline: float | None) -> AbstractAsyncContextManager:
         if self.admission is None or BYPASS_ADMISSION.get():
@@ -216,9 +223,8 @@ class TritonGateway:
         if isinstance(error, ModelRequestError):
             kind = "request"
         metrics.TRITON_ERRORS.labels(model=model, kind=kind).inc()
-        broken = unhealthy_model(message)
-        if broken and self.on_unhealthy is not None:
-            self.on_unhealthy(broken)
+        if isinstance(error, ModelUnhealthy) and error.broken and self.on_unhealthy is not None:
+            self.on_unhealthy(error.broken)
         return error
 
     async def close(self) -> None:
@@ -253,16 +259,18 @@ class TritonGateway:
             start = time.perf_counter()
             timeout = self._timeout(timeout_s, deadline)
             try:
-                result = await self._guarded(
-                    model,
-                    self._client.infer(
+                async with self._breaker(model) as broken:
+                    result = await self._race(
                         model,
-                        inputs,
-                        outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
-                        client_timeout=timeout,
-                    ),
-                    timeout + 1.0,
-                )
+                        broken,
+                        self._client.infer(
+                            model,
+                            inputs,
+                            outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
+                            client_timeout=timeout,
+                        ),
+                        timeout + 1.0,
+                    )
             except TimeoutError as exc:
                 metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
                 raise TritonUnavailable(f"Triton model {model!r} missed its deadline") from exc
@@ -448,53 +456,54 @@ class TritonGateway:
         stream = self._client.stream_infer(inputs_iterator=requests())
         responses = aiter(stream)
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                try:
-                    result, error = await self._guarded(model, anext(responses), remaining)
-                except StopAsyncIteration:
-                    return
-                if error is not None:
-                    message = error.message() if hasattr(error, "message") else str(error)
-                    status = error.status() if hasattr(error, "status") else ""
-                    failure = self._failed(model, status or "", message or "")
-                    # A stream's error carries no status code: the model's own prefix
-                    # says the request's content was refused.
-                    if "llm: " in message:
-                        raise LlmRequestError(message.split("llm: ", 1)[1]) from None
-                    if isinstance(failure, ModelRequestError):
-                        raise LlmRequestError(str(failure)) from None
-                    raise failure
-                response = result.get_response()
-                final = (
-                    "triton_final_response" in response.parameters
-                    and response.parameters["triton_final_response"].bool_param
-                )
-                if response.outputs:
-                    delta = text.decode(result.as_numpy("TEXT")[0])
-                    completion_tokens += int(result.as_numpy("TOKEN_IDS").size)
-                    prompt_tokens = int(result.as_numpy("PROMPT_TOKENS")[0]) or prompt_tokens
-                    reason = result.as_numpy("FINISH_REASON")[0].decode()
-                    if reason:
+            async with self._breaker(model) as broken:  # once for the whole stream
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError
+                    try:
+                        result, error = await self._race(model, broken, anext(responses), remaining)
+                    except StopAsyncIteration:
+                        return
+                    if error is not None:
+                        message = error.message() if hasattr(error, "message") else str(error)
+                        status = error.status() if hasattr(error, "status") else ""
+                        failure = self._failed(model, status or "", message or "")
+                        # A stream's error carries no status code: the model's own prefix
+                        # says the request's content was refused.
+                        if "llm: " in message:
+                            raise LlmRequestError(message.split("llm: ", 1)[1]) from None
+                        if isinstance(failure, ModelRequestError):
+                            raise LlmRequestError(str(failure)) from None
+                        raise failure
+                    response = result.get_response()
+                    final = (
+                        "triton_final_response" in response.parameters
+                        and response.parameters["triton_final_response"].bool_param
+                    )
+                    if response.outputs:
+                        delta = text.decode(result.as_numpy("TEXT")[0])
+                        completion_tokens += int(result.as_numpy("TOKEN_IDS").size)
+                        prompt_tokens = int(result.as_numpy("PROMPT_TOKENS")[0]) or prompt_tokens
+                        reason = result.as_numpy("FINISH_REASON")[0].decode()
+                        if reason:
+                            yield ChatChunk(
+                                delta=delta + text.decode(b"", final=True),
+                                finish_reason=reason,
+                                prompt_tokens=prompt_tokens,
+                                completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
+                            )
+                            return
+                        if delta:
+                            yield ChatChunk(delta=delta)
+                    if final:
                         yield ChatChunk(
-                            delta=delta + text.decode(b"", final=True),
-                            finish_reason=reason,
+                            delta=text.decode(b"", final=True),
+                            finish_reason="length" if completion_tokens >= max_tokens else "stop",
                             prompt_tokens=prompt_tokens,
-                            completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
+                            completion_tokens=completion_tokens,
                         )
                         return
-                    if delta:
-                        yield ChatChunk(delta=delta)
-                if final:
-                    yield ChatChunk(
-                        delta=text.decode(b"", final=True),
-                        finish_reason="length" if completion_tokens >= max_tokens else "stop",
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                    )
-                    return
         except TimeoutError as exc:
             metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
             raise TritonUnavailable(f"Triton model {model!r} missed its deadline") from exc
