@@ -115,6 +115,14 @@ def speech_seconds(
     return float(voiced.sum() * frame_s)
 
 
+MIN_SPEECH_SECONDS = 0.2  # less voiced audio than this is noise, a click or a cut-off file
+
+
+def has_speech(audio: np.ndarray) -> bool:
+    """Whether ``audio`` holds enough voiced sound to be worth transcribing."""
+    return speech_seconds(audio) >= MIN_SPEECH_SECONDS
+
+
 @dataclass(frozen=True)
 class OutputFormat:
     """An audio format June can answer with."""

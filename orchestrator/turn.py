@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from orchestrator import metrics
 from orchestrator.admission import Admission, WorkLimiter, work_units
-from orchestrator.audio import OUTPUT_FORMATS, AudioEncoder, decode_audio, speech_seconds
+from orchestrator.audio import OUTPUT_FORMATS, AudioEncoder, decode_audio, has_speech
 from orchestrator.auth import Principal
 from orchestrator.chat import fit_messages, token_counter
 from orchestrator.config import Settings
@@ -54,7 +54,6 @@ SYSTEM_PROMPT = (
 )
 DIDNT_CATCH = "Sorry, I didn't catch that. Could you say it again?"
 _CITATION = re.compile(r"\s*\[\d+\]")
-MIN_SPEECH_SECONDS = 0.2  # less voiced audio than this is noise, a click or a cut-off file
 
 # What a turn yields as it goes: the transcript, reply text deltas, encoded audio, then
 # the stored turn.
@@ -194,13 +193,10 @@ class TurnService:
         self._charge(request)
         # The turn's slot first: a full server refuses at once, before any database work.
         async with self.admission.slot("turn", deadline):
-            if request.conversation_id is not None:
-                async with self.sessions() as session:
-                    await crud.owned_conversation(
-                        session,
-                        user_id=principal.user_id,
-                        conversation_id=request.conversation_id,
-                    )
+            async with self.sessions() as session:  # also: 404 before any work
+                history = await crud.history(
+                    session, user_id=principal.user_id, conversation_id=request.conversation_id
+                )
             token = await self._reserve(request, deadline)
             if isinstance(token, TurnResult):  # already answered: the stored turn
                 fmt = request.fmt if request.replay_audio else None
@@ -212,7 +208,9 @@ class TurnService:
                 clock = Stopwatch()
                 question = await self._question(request, clock, deadline)
                 yield "transcript", question
-                async for event in self._respond(request, question, token, clock, deadline):
+                async for event in self._respond(
+                    request, question, history, token, clock, deadline
+                ):
                     stored = stored or event[0] == "done"
                     yield event
             finally:
@@ -251,7 +249,7 @@ class TurnService:
         An energy gate goes first (Whisper invents words for noise: "you", "you you you");
         the model then applies Whisper's own no-speech and repetition rules.
         """
-        if await asyncio.to_thread(speech_seconds, audio) < MIN_SPEECH_SECONDS:
+        if not await asyncio.to_thread(has_speech, audio):
             metrics.TURN_ERRORS.labels(kind="no_speech").inc()
             raise NoSpeech(DIDNT_CATCH)
         result = await self.triton.transcribe(audio, language=language, deadline=deadline)
@@ -313,6 +311,7 @@ class TurnService:
         self,
         request: TurnRequest,
         question: str,
+        history: list[Turn],
         token: uuid.UUID,
         clock: Stopwatch,
         deadline: float,
@@ -323,45 +322,32 @@ class TurnService:
         yielded as soon as it is ready and everything before it has been sent.
         """
         principal = request.principal
-        async with self.sessions() as session:
-            history = await crud.history(
-                session, user_id=principal.user_id, conversation_id=request.conversation_id
-            )
         sources = await self.retrieve(question, principal.user_id, clock, deadline)
         messages = self.build_prompt(question, sources, history)
         clock.lap("prompt")
         sentences = SentenceBuffer()
-        voice = self.speaker(deadline) if request.fmt else None
-        encoder: AudioEncoder | None = None
-
-        async def encoded(speech: Speech) -> bytes:
-            nonlocal encoder
-            first = encoder is None
-            if encoder is None:
-                encoder = AudioEncoder(OUTPUT_FORMATS[str(request.fmt)], speech.sample_rate)
-            chunk = await asyncio.to_thread(encoder.write, speech.audio)
-            if first:
-                clock.lap("first_audio")
-            return chunk
+        voice, out = None, None
+        if request.fmt:
+            voice = self.speaker(deadline)
+            out = ReplyAudio(request.fmt, on_first=lambda: clock.lap("first_audio"))
 
         reply: list[str] = []
         try:
             async for delta in self.generate(messages, deadline):
                 reply.append(delta)
                 yield "delta", delta
-                if voice is not None:
+                if voice is not None and out is not None:
                     for sentence in sentences.push(delta):
                         voice.add(spoken(sentence))
                     async for speech in voice.ready():
-                        yield "audio", await encoded(speech)
+                        yield "audio", await out.write(speech)
             clock.lap("generate")
-            if voice is not None:
+            if voice is not None and out is not None:
                 for sentence in sentences.flush():
                     voice.add(spoken(sentence))
                 async for speech in voice.drain():
-                    yield "audio", await encoded(speech)
-                if encoder is not None:
-                    yield "audio", encoder.close()
+                    yield "audio", await out.write(speech)
+                yield "audio", out.close()
                 clock.lap("synthesise")
         finally:
             if voice is not None:
@@ -453,25 +439,37 @@ class TurnService:
             voice = self.speaker(deadline)
             for sentence in split_sentences(spoken(result.reply) or result.reply):
                 voice.add(sentence)
-            encoder: AudioEncoder | None = None
+            out = ReplyAudio(fmt)
             try:
                 async for speech in voice.drain():
-                    if encoder is None:
-                        encoder = AudioEncoder(OUTPUT_FORMATS[fmt], speech.sample_rate)
-                    yield "audio", await asyncio.to_thread(encoder.write, speech.audio)
+                    yield "audio", await out.write(speech)
             finally:
                 voice.cancel()
-            if encoder is not None:
-                yield "audio", encoder.close()
+            yield "audio", out.close()
         yield "done", result
 
-    # --- conversations ----------------------------------------------------------------------
 
-    async def history(self, principal: Principal, conversation_id: uuid.UUID) -> list[Turn]:
-        async with self.sessions() as session:
-            return await crud.history(
-                session, user_id=principal.user_id, conversation_id=conversation_id
-            )
+class ReplyAudio:
+    """A reply's sentences as one encoded audio stream, opened at the first sentence's
+    sample rate (``on_first`` is called then)."""
+
+    def __init__(self, fmt: str, *, on_first: Callable[[], None] | None = None) -> None:
+        self.format = OUTPUT_FORMATS[fmt]
+        self.on_first = on_first
+        self._encoder: AudioEncoder | None = None
+
+    async def write(self, speech: Speech) -> bytes:
+        first = self._encoder is None
+        if self._encoder is None:
+            self._encoder = AudioEncoder(self.format, speech.sample_rate)
+        chunk = await asyncio.to_thread(self._encoder.write, speech.audio)
+        if first and self.on_first is not None:
+            self.on_first()
+        return chunk
+
+    def close(self) -> bytes:
+        """The stream's last bytes (none when no sentence had audio)."""
+        return self._encoder.close() if self._encoder is not None else b""
 
 
 async def collect(events: AsyncIterator[Event]) -> tuple[TurnResult, bytes]:

@@ -19,11 +19,10 @@ from orchestrator.audio import (
     AudioEncoder,
     OutputFormat,
     decode_audio,
-    speech_seconds,
+    has_speech,
 )
 from orchestrator.triton.client import Speech
 from orchestrator.tts import speak, spoken_seconds
-from orchestrator.turn import MIN_SPEECH_SECONDS
 
 router = APIRouter(prefix="/v1", tags=["speech"])
 
@@ -66,7 +65,7 @@ async def transcribe(
     audio = await run_in_threadpool(decode_audio, data, max_seconds=settings.max_audio_seconds)
     turns.work.charge(caller.key_id, work_units(audio_seconds=len(audio) / 16000))
     decoded = time.perf_counter()
-    if await run_in_threadpool(speech_seconds, audio) < MIN_SPEECH_SECONDS:
+    if not await run_in_threadpool(has_speech, audio):
         return TranscriptOut(
             text="",
             language=language or "",
