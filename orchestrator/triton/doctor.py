@@ -7,8 +7,7 @@ a call fails so (:meth:`ModelDoctor.suspect`), and it probes each pipeline with 
 real request whenever the pipeline has had no successful call for a probe interval.
 
 To heal, it reloads the broken model through Triton's model-control API (Triton runs in
-explicit mode; the model's config is touched so Triton sees a change and loads a new
-instance). If Triton itself has died and ``june serve`` owns the process, it restarts it.
+explicit mode; the model's version files are touched so Triton loads a new instance). If Triton itself has died and ``june serve`` owns the process, it restarts it.
 Every recovery is logged and counted (``june_model_recoveries_total``).
 """
 
@@ -27,7 +26,6 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from orchestrator import metrics
-from orchestrator.admission import Overloaded
 from orchestrator.config import Settings
 from orchestrator.triton.client import (
     BYPASS_ADMISSION,
@@ -73,6 +71,8 @@ class ModelDoctor:
         self.interval = settings.health_probe_interval_s
         self.pipelines = (settings.embed_model, "asr", "llm", settings.tts_model)
         self.health = {p: PipelineHealth() for p in self.pipelines}
+        # what each pipeline runs, read once from the repository's configs
+        self.steps = {p: composing_models(self.repository, p) for p in self.pipelines}
         self._suspects: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -139,8 +139,6 @@ class ModelDoctor:
         try:
             # its own task, so the admission bypass cannot leak into the caller's context
             await asyncio.create_task(self._ask(pipeline, deadline))
-        except Overloaded:
-            return True  # busy is not broken: real traffic is answering
         except ModelUnhealthy as exc:
             self._mark(pipeline, False, str(exc))
             broken = exc.broken or pipeline
@@ -177,7 +175,7 @@ class ModelDoctor:
     # --- healing -------------------------------------------------------------------------
 
     def _pipelines_with(self, model: str) -> list[str]:
-        return [p for p in self.pipelines if model in composing_models(self.repository, p)]
+        return [p for p in self.pipelines if model in self.steps[p]] or [model]
 
     async def heal(self, model: str, *, why: str) -> None:
         """Reload ``model`` (or, if it is a pipeline, its python models); restart Triton if
@@ -185,8 +183,9 @@ class ModelDoctor:
         async with self._healing:
             targets = [model] if model not in self.pipelines else self._python_models(model)
             log.warning("model %s: %s; reloading %s", model, why, ", ".join(targets))
+            pipelines = self._pipelines_with(model)
             # requests already inside the dead instance would wait for their deadline
-            for pipeline in self._pipelines_with(model) or [model]:
+            for pipeline in pipelines:
                 self.gateway.fail_inflight(pipeline, why)
             try:
                 for target in targets:
@@ -199,12 +198,12 @@ class ModelDoctor:
                 return
             metrics.MODEL_RECOVERIES.labels(model=model, action="reload").inc()
             log.warning("model %s reloaded", model)
-            for pipeline in self._pipelines_with(model) or [model]:
+            for pipeline in pipelines:
                 await self.probe(pipeline)
 
     def _python_models(self, pipeline: str) -> list[str]:
         out = []
-        for name in composing_models(self.repository, pipeline):
+        for name in self.steps[pipeline]:
             config = self.repository / name / "config.pbtxt"
             with contextlib.suppress(OSError):
                 if 'backend: "python"' in config.read_text(encoding="utf-8"):
