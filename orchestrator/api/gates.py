@@ -12,37 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator import metrics
+from orchestrator.api.limits import ASGIApp, Message, Receive, Scope, Send, send_json
 from orchestrator.auth import AuthError, authenticate
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 # Paths anyone may call: liveness, the API docs, and Telegram's webhook (its own secret).
 PUBLIC = ("/health", "/docs", "/redoc", "/openapi.json", "/telegram/webhook")
-
-
-async def send_json(
-    send: Send, status: int, detail: str, headers: dict[str, str] | None = None
-) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
 
 
 def key_from(headers: dict[bytes, bytes]) -> str | None:
