@@ -38,6 +38,7 @@ from orchestrator.triton.launcher import TritonServer
 log = logging.getLogger("june.doctor")
 
 _STEP_MODEL = re.compile(r'model_name:\s*"([^"]+)"')
+RETRY_DOWN_S = 2.0  # how soon a pipeline found down is probed again
 
 
 def composing_models(repository: Path, pipeline: str) -> list[str]:
@@ -97,9 +98,10 @@ class ModelDoctor:
     # --- what /health shows --------------------------------------------------------------
 
     def report(self) -> dict[str, str]:
-        """Each pipeline: "up", or "down: why". Stale entries are probed in the background."""
+        """Each pipeline: "up", or "down: why". Stale or down entries are probed again in the
+        background."""
         now = time.monotonic()
-        if any(now - h.checked_at > 2 * self.interval for h in self.health.values()):
+        if any(not h.ok or now - h.checked_at > 2 * self.interval for h in self.health.values()):
             self._wake.set()
         return {p: "up" if h.ok else f"down: {h.detail}" for p, h in self.health.items()}
 
@@ -107,8 +109,11 @@ class ModelDoctor:
 
     async def _run(self) -> None:
         while True:
+            # a pipeline that is down is looked at again soon, whatever the idle interval
+            down = any(not h.ok for h in self.health.values())
+            wait = min(self.interval, RETRY_DOWN_S) if down else self.interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
             try:
                 await self.round()

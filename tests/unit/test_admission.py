@@ -138,3 +138,37 @@ async def test_the_doctors_probe_is_never_queued_behind_stuck_requests(tmp_path)
             pass
     await stuck
     await gateway.close()
+
+
+async def test_a_pipeline_found_down_is_probed_again_soon(tmp_path):
+    """With a long idle interval, a pipeline found down must still come back up in /health
+    once its model answers again (Triton restarted), without real traffic."""
+    from orchestrator.config import Settings
+    from orchestrator.triton.client import TritonGateway, TritonUnavailable
+    from orchestrator.triton.doctor import ModelDoctor
+
+    settings = Settings(_env_file=None, model_repository=tmp_path, health_probe_interval_s=3600)
+    gateway = TritonGateway("127.0.0.1:1")
+    answering = False
+
+    async def embed(texts, **kwargs):
+        if not answering:
+            raise TritonUnavailable("Triton at 127.0.0.1:1 is unreachable")
+
+    gateway.embed = embed  # type: ignore[method-assign]
+    doctor = ModelDoctor(gateway, settings)
+    doctor.pipelines = ("embed",)
+    doctor.health = {"embed": doctor.health["embed"]}
+    doctor.start()
+    try:
+        doctor.report()  # wakes the doctor: never checked
+        await asyncio.sleep(0.2)
+        assert doctor.report()["embed"].startswith("down")
+        answering = True  # the model is back
+        deadline = time.monotonic() + 5
+        while doctor.report()["embed"] != "up":
+            assert time.monotonic() < deadline, doctor.report()
+            await asyncio.sleep(0.1)
+    finally:
+        await doctor.stop()
+        await gateway.close()
