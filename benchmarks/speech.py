@@ -143,3 +143,26 @@ def clips() -> list[tuple[str, np.ndarray]]:
     made = [(t, to_16k(piper_wav(t))) for t in PIPER_SENTENCES]
     made += [(t, to_16k(espeak_wav(t))) for t in ESPEAK_SENTENCES]
     return made
+
+
+def clips_of_length(seconds: float, count: int = 6) -> list[tuple[str, np.ndarray]]:
+    """Up to ``count`` clips of about ``seconds`` (0.7x to 1.3x), whole sentences from
+    :func:`clips` joined with 0.3 s pauses, each starting from a different sentence."""
+    pool = clips()
+    pause = np.zeros(int(0.3 * 16000), dtype=np.float32)
+    made: list[tuple[str, np.ndarray]] = []
+    for start in range(len(pool)):
+        texts: list[str] = []
+        parts: list[np.ndarray] = []
+        i = start
+        while sum(len(p) for p in parts) / 16000 < 0.8 * seconds and len(texts) < len(pool):
+            text, audio = pool[i % len(pool)]
+            texts.append(text)
+            parts += [audio, pause]
+            i += 1
+        audio = np.concatenate(parts[:-1])
+        if 0.7 * seconds <= len(audio) / 16000 <= 1.3 * seconds:
+            made.append((" ".join(texts), audio))
+        if len(made) == count:
+            break
+    return made

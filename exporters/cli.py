@@ -277,6 +277,8 @@ def build_from_settings(
         overrides={
             "tts_max_chars": str(settings.tts_max_chars),
             "llm_threads": str(settings.llm_threads),
+            "asr_window_floor_s": str(settings.asr_window_floor_s),
+            "asr_window_margin_s": str(settings.asr_window_margin_s),
         },
         engines={"whisper": settings.asr_engine_dir, "llm": settings.llm_engine_dir},
         repository_path=repository_path,

@@ -170,6 +170,8 @@ FASTPITCH_MODELS: tuple[ModelSpec, ...] = (
 PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
     "cpu": {
         "asr_max_batch_size": "8",
+        "asr_window_floor_s": "10",
+        "asr_window_margin_s": "4",
         "max_batch_size": "64",
         "max_queue_delay_us": "2000",
         "instance_count": "1",
@@ -182,6 +184,8 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
         "llm_kv_cache_fraction": "0.5",
         "asr_kv_cache_fraction": "0.2",
         "asr_max_batch_size": "8",
+        "asr_window_floor_s": "10",
+        "asr_window_margin_s": "4",
         "max_batch_size": "64",
         "max_queue_delay_us": "1000",
         "instance_count": "1",
@@ -232,7 +236,6 @@ def _whisper_meta_vars(folder: Path) -> dict[str, str]:
     meta = json.loads((folder / "whisper.json").read_text())
     return {
         "asr_n_mels": str(meta["n_mels"]),
-        "asr_n_frames": str(meta["n_frames"]),
         "asr_languages": ",".join(sorted(meta["languages"])) or "en",
     }
 

@@ -1,7 +1,9 @@
 """Whisper as two ONNX-exportable torch modules built from a Hugging Face checkpoint.
 
-- :class:`EncoderCrossKV`: log-mel ``[B, n_mels, 3000]`` -> per-layer cross-attention keys
-  and values ``[L, B, H, 1500, Dh]``. The decoder never re-projects encoder states.
+- :class:`EncoderCrossKV`: log-mel ``[B, n_mels, F]`` -> per-layer cross-attention keys
+  and values ``[L, B, H, F/2, Dh]``. ``F`` is the window's frame count: 3000 for Whisper's
+  30 s, fewer for a shorter window (the positional embedding is sliced to it, as whisper.cpp's
+  ``audio_ctx`` does). The decoder never re-projects encoder states.
 - :class:`DecoderStep`: one merged decoder graph with an explicit self-attention KV cache.
   ``input_ids [B, T]`` plus ``past_key/past_value [L, B, H, P, Dh]`` (P may be 0: the
   first step) -> ``logits [B, T, V]`` and the cache grown to ``P + T``.
@@ -31,15 +33,52 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, t, h * dh)
 
 
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float, mask: torch.Tensor | None
+) -> torch.Tensor:
+    scores = torch.matmul(q * scaling, k.transpose(-1, -2))
+    if mask is not None:
+        scores = scores + mask
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
 class EncoderCrossKV(nn.Module):
+    """The encoder written out layer by layer, so the frame count is a free axis.
+
+    Hugging Face's ``WhisperEncoder`` insists on 3000 frames; the arithmetic is the same
+    for fewer (convolutions, sliced positions, pre-norm self-attention, GELU MLP).
+    """
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.encoder = model.model.encoder
         self.cross = nn.ModuleList([layer.encoder_attn for layer in model.model.decoder.layers])
         self.n_heads = model.config.decoder_attention_heads
+        self.encoder_heads = model.config.encoder_attention_heads
+        self.encoder_scaling = (model.config.d_model // self.encoder_heads) ** -0.5
+
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        enc = self.encoder
+        x = F.gelu(enc.conv1(mel))
+        x = F.gelu(enc.conv2(x)).permute(0, 2, 1)
+        x = x + enc.embed_positions.weight[: x.shape[1]]
+        for layer in enc.layers:
+            h = layer.self_attn_layer_norm(x)
+            attn = layer.self_attn
+            out = _attend(
+                _heads(attn.q_proj(h), self.encoder_heads),
+                _heads(attn.k_proj(h), self.encoder_heads),
+                _heads(attn.v_proj(h), self.encoder_heads),
+                self.encoder_scaling,
+                None,
+            )
+            x = x + attn.out_proj(_merge(out))
+            h = layer.final_layer_norm(x)
+            x = x + layer.fc2(layer.activation_fn(layer.fc1(h)))
+        return enc.layer_norm(x)
 
     def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        states = self.encoder(mel).last_hidden_state
+        states = self.encode(mel)
         keys = [_heads(attn.k_proj(states), self.n_heads) for attn in self.cross]
         values = [_heads(attn.v_proj(states), self.n_heads) for attn in self.cross]
         return torch.stack(keys), torch.stack(values)
@@ -55,14 +94,6 @@ class DecoderStep(nn.Module):
         self.layer_norm = decoder.layer_norm
         self.n_heads = model.config.decoder_attention_heads
         self.scaling = (model.config.d_model // self.n_heads) ** -0.5
-
-    def _attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        scores = torch.matmul(q * self.scaling, k.transpose(-1, -2))
-        if mask is not None:
-            scores = scores + mask
-        return torch.matmul(torch.softmax(scores, dim=-1), v)
 
     def forward(
         self,
@@ -88,13 +119,17 @@ class DecoderStep(nn.Module):
             v = torch.cat([past_value[i], _heads(attn.v_proj(h), self.n_heads)], dim=2)
             keys.append(k)
             values.append(v)
-            out = self._attend(_heads(attn.q_proj(h), self.n_heads), k, v, mask)
+            out = _attend(_heads(attn.q_proj(h), self.n_heads), k, v, self.scaling, mask)
             x = x + attn.out_proj(_merge(out))
 
             h = layer.encoder_attn_layer_norm(x)
             cross = layer.encoder_attn
-            out = self._attend(
-                _heads(cross.q_proj(h), self.n_heads), cross_key[i], cross_value[i], None
+            out = _attend(
+                _heads(cross.q_proj(h), self.n_heads),
+                cross_key[i],
+                cross_value[i],
+                self.scaling,
+                None,
             )
             x = x + cross.out_proj(_merge(out))
 

@@ -102,6 +102,16 @@ class Settings(BaseSettings):
         "CTranslate2 / Hugging Face Whisper folder or openai-whisper .pt file.",
     )
     asr_precision: Literal["fp32", "int8"] = "fp32"
+    asr_window_floor_s: float = Field(
+        10.0,
+        ge=1,
+        le=30,
+        description="Adaptive Whisper window: a clip that fits in one window is encoded in "
+        "max(floor, length + margin) seconds (5 s steps) instead of 30; 30 turns it off.",
+    )
+    asr_window_margin_s: float = Field(
+        4.0, ge=0, le=30, description="Adaptive Whisper window: seconds added to the speech."
+    )
     asr_engine_dir: Path | None = Field(
         None,
         description="gpu profile: the folder `june export whisper --target gpu --out` wrote "

@@ -1,8 +1,12 @@
 """ASR quality on real Whisper base weights, served by Triton.
 
-- Served transcripts equal transformers' greedy ``generate`` on the same weights for at
-  least 95% of 22 clips synthesised by the tests (Piper voice and espeak-ng).
-- WER on those clips is within 1 point of faster-whisper (int8, greedy) on the same weights.
+- With Whisper's fixed 30 s window, June's graphs and decoding (the module the server
+  runs) equal transformers' greedy ``generate`` on the same weights for at least 95% of 22
+  clips synthesised by the tests (Piper voice and espeak-ng).
+- Served, with the default adaptive window (10 s for these clips), the WER is within
+  1 point of the full window and of faster-whisper (int8, greedy) on the same weights.
+  Measured here: 4 of 22 transcripts differ from the full window's (one is only a capital
+  letter, one is better); the WER moved by one word in about 200.
 """
 
 import logging
@@ -42,7 +46,18 @@ def ct2_folder(cache_dir):
     return resolve_source("whisper-base", cache_dir)[0]
 
 
-def test_served_equals_transformers_greedy(served_texts, ct2_folder, tmp_path_factory):
+@pytest.fixture(scope="module")
+def full_window_texts(whisper_export) -> list[str]:
+    from tests.conftest import load_backend_module
+
+    log_mel = load_backend_module("asr_features", "log_mel")
+    decode = load_backend_module("asr_whisper", "whisper_decode")
+    features = log_mel.LogMel(np.load(whisper_export / "mel_filters.npy"), window_floor_s=30)
+    whisper = decode.WhisperGreedy(whisper_export, intra_op_threads=2)
+    return [whisper.transcribe([(features(audio), "en")])[0].text for _, audio in clips()]
+
+
+def test_full_window_equals_transformers_greedy(full_window_texts, ct2_folder, tmp_path_factory):
     import torch
     from tokenizers import Tokenizer
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
@@ -61,12 +76,25 @@ def test_served_equals_transformers_greedy(served_texts, ct2_folder, tmp_path_fa
                 features, language="en", task="transcribe", do_sample=False, num_beams=1
             )
             reference.append(tokenizer.decode(tokens[0].tolist(), skip_special_tokens=True).strip())
-    same = [a == b for a, b in zip(served_texts, reference, strict=True)]
-    for ok, ours, theirs in zip(same, served_texts, reference, strict=True):
+    same = [a == b for a, b in zip(full_window_texts, reference, strict=True)]
+    for ok, ours, theirs in zip(same, full_window_texts, reference, strict=True):
         if not ok:
-            log.warning("differs: served %r vs transformers %r", ours, theirs)
+            log.warning("differs: ours %r vs transformers %r", ours, theirs)
     assert len(same) >= 20
-    assert sum(same) / len(same) >= 0.95, list(zip(served_texts, reference, strict=True))
+    assert sum(same) / len(same) >= 0.95, list(zip(full_window_texts, reference, strict=True))
+
+
+def test_adaptive_window_keeps_the_wer(served_texts, full_window_texts):
+    truth = [normalise(t) for t, _ in clips()]
+    served = jiwer.wer(truth, [normalise(t) for t in served_texts])
+    full = jiwer.wer(truth, [normalise(t) for t in full_window_texts])
+    log.info("WER adaptive (served) %.3f, full window %.3f", served, full)
+    assert served <= full + 0.01, (served, full)
+    # most transcripts are the same words either way
+    same = sum(
+        normalise(a) == normalise(b) for a, b in zip(served_texts, full_window_texts, strict=True)
+    )
+    assert same >= 0.8 * len(served_texts), list(zip(served_texts, full_window_texts, strict=True))
 
 
 def test_wer_within_one_point_of_faster_whisper(served_texts, ct2_folder):

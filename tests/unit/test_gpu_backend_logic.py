@@ -99,3 +99,36 @@ def test_whisper_requests_stay_within_the_decoder_engine(whisper_export):
     assert (bias[whisper.suppress] < -1e3).all() and bias[whisper.meta["eot"]] == 0
     unlimited = whisper_trtllm.WhisperTrtllm(whisper_export, engine)
     assert unlimited.max_seq_len == whisper.meta["max_target_positions"]
+
+
+def test_adaptive_windows_reach_the_encoder_engine_at_their_length(whisper_export):
+    """A 10 s window is 1000 frames in and 500 encoder positions out (the engine is built
+    for up to 3000 frames; TensorRT-LLM's remove_input_padding takes shorter inputs)."""
+    whisper_trtllm = load_backend_module("asr_whisper", "whisper_trtllm")
+    sent: list[dict] = []
+
+    def engine(batch, outputs):
+        sent.extend(batch)
+        if "generation_logits" in outputs:
+            logits = np.zeros((1, 1, 1, whisper.meta["vocab_size"]), np.float32)
+            return [{"generation_logits": logits} for _ in batch]
+        return [
+            {
+                "output_ids": np.array([[[whisper.meta["eot"]]]], np.int32),
+                "sequence_length": np.array([[0]], np.int32),
+                "cum_log_probs": np.array([[0.0]], np.float32),
+            }
+            for _ in batch
+        ]
+
+    whisper = whisper_trtllm.WhisperTrtllm(whisper_export, engine)
+    rng = np.random.default_rng(0)
+    short = rng.standard_normal((1, 80, 1000)).astype(np.float32)
+    full = rng.standard_normal((1, 80, 3000)).astype(np.float32)
+    whisper.transcribe([(short, "en"), (full, "en")])
+    lengths = sorted({int(r["input_lengths"][0, 0]) for r in sent})
+    assert lengths == [1000, 3000]
+    for request in sent:
+        frames = int(request["input_lengths"][0, 0])
+        assert request["encoder_input_features"].shape == (1, frames, 80)
+        assert int(request["encoder_output_lengths"][0, 0]) == frames // 2

@@ -130,6 +130,77 @@ def test_long_audio_is_split_at_quiet_points():
     assert 16000 * 27 <= len(windows[0]) <= 16000 * 28  # cut inside the quiet second
 
 
+def test_adaptive_window_sizes():
+    log_mel = load_backend_module("asr_features", "log_mel")
+    features = log_mel.LogMel(np.ones((201, 80), np.float32), window_floor_s=10, window_margin_s=2)
+    seconds = {s: features.window_seconds(int(s * 16000)) for s in (0.5, 3, 8, 8.5, 14, 25, 30)}
+    # max(floor, length + margin), in 5 s steps, never past 30 s
+    assert seconds == {0.5: 10, 3: 10, 8: 10, 8.5: 15, 14: 20, 25: 30, 30: 30}
+    assert features(np.zeros(16000 * 3, np.float32)).shape == (1, 80, 1000)
+    # long audio keeps 30 s windows, whatever the floor
+    assert features(np.zeros(16000 * 45, np.float32)).shape == (2, 80, 3000)
+    # floor 30 is Whisper's fixed window
+    full = log_mel.LogMel(np.ones((201, 80), np.float32), window_floor_s=30, window_margin_s=2)
+    assert not full.adaptive and full(np.zeros(16000 * 3, np.float32)).shape == (1, 80, 3000)
+    with pytest.raises(ValueError):
+        log_mel.LogMel(np.ones((201, 80), np.float32), window_floor_s=0)
+
+
+def test_short_window_features_are_the_full_windows_first_frames(whisper_export):
+    """The adaptive window computes the same mel frames; only the padding is shorter."""
+    log_mel = load_backend_module("asr_features", "log_mel")
+    filters = np.load(whisper_export / "mel_filters.npy")
+    audio = (0.1 * np.random.default_rng(2).standard_normal(16000 * 4)).astype(np.float32)
+    full = log_mel.LogMel(filters)(audio)[0]
+    short = log_mel.LogMel(filters, window_floor_s=10, window_margin_s=2)(audio)[0]
+    assert short.shape == (80, 1000)
+    # speech frames agree (the log floor is max - 8 in both, the max is in the speech)
+    np.testing.assert_allclose(short[:, :390], full[:, :390], atol=1e-4)
+
+
+def test_encoder_graph_takes_any_window(whisper_export):
+    """The exported encoder runs at 10, 20 and 30 s; its first positions depend only on the
+    frames they see, and the full window matches Hugging Face's encoder (export parity)."""
+    import json
+
+    import onnxruntime as ort
+
+    info = json.loads((whisper_export / "export.json").read_text())
+    assert info["extra"]["parity_same_argmax"] == 1.0
+    assert info["extra"]["parity_short_window_max_diff"] < 1e-2
+    encoder = ort.InferenceSession(
+        str(whisper_export / "encoder.onnx"), providers=["CPUExecutionProvider"]
+    )
+    mel = np.random.default_rng(3).standard_normal((2, 80, 3000)).astype(np.float32) * 0.5
+    for frames in (1000, 2000, 3000):
+        key, value = encoder.run(None, {"mel": mel[:, :, :frames]})
+        assert key.shape == (6, 2, 8, frames // 2, 64) and value.shape == key.shape
+        assert np.isfinite(key).all()
+
+
+def test_windows_of_different_lengths_decode_in_their_own_batches(whisper_export):
+    decode = load_backend_module("asr_whisper", "whisper_decode")
+    whisper = decode.WhisperGreedy(whisper_export, intra_op_threads=1)
+    seen: list[tuple[int, int]] = []
+    real = whisper.decode_live
+
+    def spy(windows, languages):
+        seen.append((len(windows), windows.shape[-1]))
+        return real(windows, languages)
+
+    whisper.decode_live = spy
+    rng = np.random.default_rng(4)
+    requests = [
+        (rng.standard_normal((1, 80, 1000)).astype(np.float32), "en"),
+        (rng.standard_normal((2, 80, 3000)).astype(np.float32), "en"),
+        (rng.standard_normal((1, 80, 1000)).astype(np.float32), "en"),
+        (np.zeros((1, 80, 1500), np.float32), "en"),  # flat: answered without decoding
+    ]
+    results = whisper.transcribe(requests)
+    assert len(results) == 4 and results[3].text == ""
+    assert sorted(seen) == [(2, 1000), (2, 3000)]
+
+
 def test_decoder_refuses_unknown_languages(whisper_export):
     decode = load_backend_module("asr_whisper", "whisper_decode")
     whisper = decode.WhisperGreedy(whisper_export, intra_op_threads=1)

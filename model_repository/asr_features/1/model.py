@@ -16,6 +16,7 @@ from june_backend import (
     get_logger,
     parse_model_config,
     require_parameter,
+    string_parameters,
 )
 from log_mel import LogMel
 
@@ -36,8 +37,16 @@ class TritonPythonModel:
             hop_length=meta["hop_length"],
             sample_rate=meta["sample_rate"],
             chunk_seconds=meta["chunk_seconds"],
+            window_floor_s=float(string_parameters(config).get("window_floor_s", "30")),
+            window_margin_s=float(string_parameters(config).get("window_margin_s", "0")),
         )
-        log.info("log-mel ready (%d mel bins)", self.features.n_mels)
+        log.info(
+            "log-mel ready (%d mel bins, windows %s)",
+            self.features.n_mels,
+            f"from {self.features.window_floor_s} s + {self.features.window_margin_s} s margin"
+            if self.features.adaptive
+            else "of 30 s",
+        )
 
     def execute(self, requests: list) -> list:
         return answer_each(pb_utils, requests, self.mel, prefix="asr_features", log=log)

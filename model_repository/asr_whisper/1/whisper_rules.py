@@ -101,14 +101,14 @@ class WhisperRules:
     def transcribe(self, requests: list[tuple[np.ndarray, str | None]]) -> list[Transcript]:
         """``[(mel windows [W, n_mels, frames], language or None), ...]`` -> one transcript each.
 
-        Every window of every request is decoded together by :meth:`decode_windows`.
+        Every window of every request is decoded together by :meth:`decode_windows` (those of
+        the same length in one batch).
         """
         for _, language in requests:
             self.check_language(language)
-        mels = [mel for mel, _ in requests]
-        owners = [i for i, mel in enumerate(mels) for _ in range(mel.shape[0])]
+        windows = [window for mel, _ in requests for window in mel]
+        owners = [i for i, (mel, _) in enumerate(requests) for _ in range(mel.shape[0])]
         langs = [requests[i][1] for i in owners]
-        windows = np.concatenate(mels) if mels else np.zeros((0, 1, 1), np.float32)
         results = self.decode_windows(windows, langs)
         out = []
         for i, (_, language) in enumerate(requests):
@@ -126,19 +126,22 @@ class WhisperRules:
         return out
 
     def decode_windows(
-        self, windows: np.ndarray, languages: list[str | None]
+        self, windows: list[np.ndarray], languages: list[str | None]
     ) -> list[WindowResult]:
-        """Silent windows are answered here; the rest go to :meth:`decode_live`."""
+        """Silent windows are answered here; the rest go to :meth:`decode_live`, one call per
+        window length (adaptive windows come in a few sizes; each size batches together)."""
         n = len(windows)
         results: list[WindowResult | None] = [None] * n
-        live = []
+        by_length: dict[int, list[int]] = {}
         for i in range(n):
             if is_silent(windows[i]):
                 results[i] = WindowResult([], languages[i] or "en", 1.0, 0.0, silent=True)
             else:
-                live.append(i)
-        if live:
-            decoded = self.decode_live(windows[live], [languages[i] for i in live])
+                by_length.setdefault(int(windows[i].shape[-1]), []).append(i)
+        for live in by_length.values():
+            decoded = self.decode_live(
+                np.stack([windows[i] for i in live]), [languages[i] for i in live]
+            )
             for i, r in zip(live, decoded, strict=True):
                 results[i] = r
         return [r for r in results if r is not None]
