@@ -388,15 +388,22 @@ def _check_parity(model: object, out: Path, meta: dict) -> dict[str, float]:
     same_argmax = bool((logits.argmax(-1) == ref.argmax(-1)).all())
     if not same_argmax and diff > 1.0:
         raise ExportError(f"ONNX Whisper differs from PyTorch (max logit diff {diff:.3f})")
-    # A short window (10 s): the ONNX encoder against the torch graph it came from.
+    # A short window (10 s): the ONNX encoder against the torch graph it came from, no
+    # further off than at the full window (int8 graphs are off at both, by as much).
     from exporters.whisper_graphs import EncoderCrossKV
 
+    graph = EncoderCrossKV(model).eval()  # type: ignore[arg-type]
     short = mel[:, :, : meta["n_frames"] // 3]
     with torch.no_grad():
-        ref_k = EncoderCrossKV(model).eval()(torch.from_numpy(short))[0].numpy()
-    short_diff = float(np.abs(enc.run(None, {"mel": short})[0] - ref_k).max())
-    if short_diff > 0.05 * max(1.0, float(np.abs(ref_k).max())):
-        raise ExportError(f"ONNX encoder differs on a short window (max diff {short_diff:.3f})")
+        full_k = graph(torch.from_numpy(mel))[0].numpy()
+        short_k = graph(torch.from_numpy(short))[0].numpy()
+    full_diff = float(np.abs(cross_k - full_k).max())
+    short_diff = float(np.abs(enc.run(None, {"mel": short})[0] - short_k).max())
+    if short_diff > max(1e-2, 2 * full_diff):
+        raise ExportError(
+            f"ONNX encoder differs on a short window (max diff {short_diff:.3f}, "
+            f"{full_diff:.3f} at the full window)"
+        )
     return {
         "parity_max_logit_diff": diff,
         "parity_same_argmax": float(same_argmax),
