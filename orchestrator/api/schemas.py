@@ -110,6 +110,9 @@ class TranscriptOut(BaseModel):
     language: str = Field(description="The language used: forced, or detected.")
     no_speech_prob: float
     duration_s: float
+    speech_s: float = Field(
+        description="Seconds transcribed: from the first to the last speech the VAD found."
+    )
     timings_ms: dict[str, float]
 
 

@@ -88,7 +88,8 @@ def unhealthy_model(message: str) -> str | None:
 
 
 def stage_of(model: str) -> str:
-    """The admission stage a Triton model's calls count against."""
+    """The admission stage a Triton model's calls count against (``vad``, a few tens of
+    milliseconds, counts with the other short calls: ``embed``; never behind Whisper)."""
     for stage in ("asr", "llm", "tts", "embed"):
         if model.startswith(stage):
             return stage
@@ -324,6 +325,18 @@ class TritonGateway:
             codes = params.get("languages", {}).get("string_value", "")
             self._asr_languages = frozenset(c for c in codes.split(",") if c)
         return self._asr_languages
+
+    async def speech_segments(
+        self, audio: np.ndarray, *, model: str = "vad", deadline: float | None = None
+    ) -> list[tuple[float, float]]:
+        """Where the speech is in 16 kHz mono audio: ``[(start_s, end_s), ...]``, padded;
+        empty when there is none (Silero VAD)."""
+        samples = np.ascontiguousarray(audio, dtype=np.float32)[None]
+        result = await self._infer(
+            model, [_tensor("AUDIO", "FP32", samples)], ["SEGMENTS"], deadline=deadline
+        )
+        segments = result.as_numpy("SEGMENTS").reshape(-1, 2)
+        return [(float(a), float(b)) for a, b in segments]
 
     async def transcribe(
         self,

@@ -70,7 +70,7 @@ class ModelDoctor:
         self.server = server
         self.repository = settings.model_repository
         self.interval = settings.health_probe_interval_s
-        self.pipelines = (settings.embed_model, "asr", "llm", settings.tts_model)
+        self.pipelines = ("vad", "asr", settings.embed_model, "llm", settings.tts_model)
         self.health = {p: PipelineHealth() for p in self.pipelines}
         # what each pipeline runs, read once from the repository's configs
         self.steps = {p: composing_models(self.repository, p) for p in self.pipelines}
@@ -164,7 +164,9 @@ class ModelDoctor:
 
     async def _ask(self, pipeline: str, deadline: float) -> None:
         BYPASS_ADMISSION.set(True)  # this task only: see BYPASS_ADMISSION
-        if pipeline == "asr":
+        if pipeline == "vad":
+            await self.gateway.speech_segments(np.zeros(8000, np.float32), deadline=deadline)
+        elif pipeline == "asr":
             # digital silence: both stubs answer, and the model skips Whisper's graphs
             await self.gateway.transcribe(np.zeros(8000, np.float32), deadline=deadline)
         elif pipeline == "llm":

@@ -67,6 +67,19 @@ def test_long_audio_is_windowed_not_truncated(client):
     assert wer(r.json()["text"], " ".join(texts)) < 0.15, r.json()["text"]
 
 
+def test_leading_and_trailing_silence_are_cut_before_whisper(client, speech):
+    quiet = np.zeros(16000 * 4, dtype=np.float32)
+    hiss = np.random.default_rng(3).normal(0, 0.002, 16000 * 3).astype(np.float32)
+    padded = np.concatenate([quiet, speech, hiss])
+    r = post(client, wav_bytes(padded, 16000), "padded.wav", language="en")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert wer(body["text"]) <= 0.1, body["text"]
+    assert abs(body["duration_s"] - len(padded) / 16000) < 0.05
+    # the VAD's segments are padded by 0.2 s; nothing of the 7 s of quiet is left
+    assert len(speech) / 16000 - 0.3 <= body["speech_s"] <= len(speech) / 16000 + 0.6
+
+
 def test_silence_and_noise_give_empty_transcripts(client):
     silence = np.zeros(16000 * 4, dtype=np.float32)
     noise = np.random.default_rng(7).normal(0, 0.05, 16000 * 4).astype(np.float32)
@@ -75,6 +88,7 @@ def test_silence_and_noise_give_empty_transcripts(client):
         assert r.status_code == 200, r.text
         assert r.json()["text"] == ""
         assert r.json()["no_speech_prob"] > 0.5
+        assert r.json()["speech_s"] == 0.0
 
 
 @pytest.mark.parametrize(

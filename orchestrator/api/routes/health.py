@@ -20,7 +20,7 @@ router = APIRouter(tags=["ops"])
 async def health(request: Request, triton: TritonDep, settings: SettingsDep) -> JSONResponse:
     """Triton readiness, each pipeline's last real answer (the model doctor probes them),
     and a database round trip. Fast by design: it never waits on a model."""
-    triton_up = await triton.ready((settings.embed_model, "asr", "llm", settings.tts_model))
+    triton_up = await triton.ready(("vad", "asr", settings.embed_model, "llm", settings.tts_model))
     models = request.app.state.doctor.report()
     try:
         async with request.app.state.sessionmaker() as session:

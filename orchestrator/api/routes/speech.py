@@ -19,7 +19,6 @@ from orchestrator.audio import (
     AudioEncoder,
     OutputFormat,
     decode_audio,
-    has_speech,
 )
 from orchestrator.triton.client import Speech
 from orchestrator.tts import speak, spoken_seconds
@@ -55,7 +54,7 @@ async def transcribe(
     """Decode any common audio format, resample to 16 kHz mono, transcribe with Whisper.
 
     Audio with no speech in it (silence, steady noise, a click) gives an empty text
-    without a model call."""
+    without a Whisper call; leading and trailing silence are cut by the VAD first."""
     if language is not None:
         language = language.strip().lower() or None
     if language is not None and language not in await triton.asr_languages():
@@ -65,15 +64,18 @@ async def transcribe(
     audio = await run_in_threadpool(decode_audio, data, max_seconds=settings.max_audio_seconds)
     turns.work.charge(caller.key_id, work_units(audio_seconds=len(audio) / 16000))
     decoded = time.perf_counter()
-    if not await run_in_threadpool(has_speech, audio):
+    deadline = time.monotonic() + settings.turn_deadline_s
+    speech = await turns.speech(audio, deadline)
+    if speech is None:
         return TranscriptOut(
             text="",
             language=language or "",
             no_speech_prob=1.0,
             duration_s=round(len(audio) / 16000, 3),
+            speech_s=0.0,
             timings_ms={"decode": round((decoded - start) * 1000, 1), "transcribe": 0.0},
         )
-    result = await triton.transcribe(audio, language=language)
+    result = await triton.transcribe(speech, language=language, deadline=deadline)
     done = time.perf_counter()
     metrics.STAGE_LATENCY.labels(stage="decode").observe(decoded - start)
     metrics.STAGE_LATENCY.labels(stage="transcribe").observe(done - decoded)
@@ -82,6 +84,7 @@ async def transcribe(
         language=result.language,
         no_speech_prob=result.no_speech_prob,
         duration_s=round(len(audio) / 16000, 3),
+        speech_s=round(len(speech) / 16000, 3),
         timings_ms={
             "decode": round((decoded - start) * 1000, 1),
             "transcribe": round((done - decoded) * 1000, 1),
