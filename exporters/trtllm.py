@@ -174,9 +174,15 @@ class LlmEngineSpec:
     max_seq_len: int = 4096
     dtype: str = "float16"  # float16 | bfloat16
     weight_only: str | None = None  # None | int8 | int4
+    # KV cache blocks: a prompt prefix is reused in whole blocks, so a block no longer
+    # than June's system prompt (about 60 tokens) lets every turn reuse it.
+    tokens_per_block: int = 32
 
 
 def llm_build_command(checkpoint_dir: Path, engine_dir: Path, spec: LlmEngineSpec) -> list[str]:
+    """``trtllm-build`` for the LLM. Paged context attention is what lets the served
+    engine (``enable_kv_cache_reuse``) reuse the KV cache of a shared prefix (the system
+    prompt, a conversation's earlier turns) across requests instead of prefilling it."""
     return [
         "trtllm-build",
         "--checkpoint_dir", str(checkpoint_dir),
@@ -185,6 +191,8 @@ def llm_build_command(checkpoint_dir: Path, engine_dir: Path, spec: LlmEngineSpe
         "--max_batch_size", str(spec.max_batch_size),
         "--max_input_len", str(spec.max_input_len),
         "--max_seq_len", str(spec.max_seq_len),
+        "--use_paged_context_fmha", "enable",
+        "--tokens_per_block", str(spec.tokens_per_block),
     ]  # fmt: skip
 
 

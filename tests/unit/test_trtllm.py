@@ -15,6 +15,8 @@ from exporters.trtllm import (
     whisper_convert_command,
 )
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_build_commands_follow_the_spec(tmp_path):
     spec = WhisperEngineSpec(max_batch_size=4, max_beam_width=2, precision="bfloat16")
@@ -102,6 +104,11 @@ def test_llm_build_command(tmp_path):
     assert cmd[0] == "trtllm-build"
     assert cmd[cmd.index("--max_batch_size") + 1] == "16"
     assert cmd[cmd.index("--max_seq_len") + 1] == "4096"
+    # the served config turns on enable_kv_cache_reuse; the engine must be built for it
+    assert cmd[cmd.index("--use_paged_context_fmha") + 1] == "enable"
+    assert int(cmd[cmd.index("--tokens_per_block") + 1]) <= 64
+    config = (REPO_ROOT / "model_repository/llm_tensorrt_llm/config.pbtxt").read_text()
+    assert 'key: "enable_kv_cache_reuse"\n  value: { string_value: "true" }' in config
 
 
 @pytest.mark.skipif(
