@@ -165,6 +165,13 @@ class Settings(BaseSettings):
     rag_min_score: float = Field(
         0.25, ge=-1.0, le=1.0, description="Passages below this cosine similarity are left out."
     )
+    rag_passage_sentences: int = Field(
+        3,
+        ge=0,
+        le=50,
+        description="Each retrieved passage is cut to this many sentences, those sharing the "
+        "most words with the question (fewer prompt tokens to prefill); 0 keeps whole passages.",
+    )
     turn_max_tokens: int = Field(
         96, ge=8, le=1024, description="Longest spoken reply, in tokens (voice replies are short)."
     )

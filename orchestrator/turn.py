@@ -47,6 +47,7 @@ from orchestrator.db import conversations as crud
 from orchestrator.db.conversations import ConversationNotFound, NewTurn
 from orchestrator.db.models import Turn
 from orchestrator.rag import store
+from orchestrator.rag.focus import relevant_sentences
 from orchestrator.triton.client import Speech, TritonGateway
 from orchestrator.tts import SentenceSpeaker, split_sentences
 
@@ -307,7 +308,11 @@ class TurnService:
         # what is next to the question (measured: SmolLM2 then answers follow-ups from them).
         asked = question
         if sources:
-            listed = "\n".join(f"[{s.ref}] {s.title}: {s.text}" for s in sources)
+            keep = self.settings.rag_passage_sentences
+            listed = "\n".join(
+                f"[{s.ref}] {s.title}: {relevant_sentences(s.text, question, keep)}"
+                for s in sources
+            )
             asked = f"Sources:\n{listed}\n\nQuestion: {question}"
         messages = [{"role": "system", "content": SYSTEM_PROMPT}]
         for turn in history:
@@ -356,6 +361,8 @@ class TurnService:
         reply: list[str] = []
         try:
             async for delta in self.generate(messages, deadline):
+                if not reply:
+                    clock.lap("first_token")  # the LLM's prefill of the whole prompt
                 reply.append(delta)
                 yield "delta", delta
                 if voice is not None and out is not None:
@@ -511,6 +518,7 @@ async def collect(events: AsyncIterator[Event]) -> tuple[TurnResult, bytes]:
 
 
 _CLAUSE_END = re.compile(r"(?<=\w[,;:])\s+(?=\S)")
+MIN_CLAUSE_PART_WORDS = 3
 
 
 class SentenceBuffer:
@@ -534,7 +542,13 @@ class SentenceBuffer:
         if self._first and not done:
             for match in _CLAUSE_END.finditer(self._text):
                 clause = self._text[: match.start()]
-                if len(clause.split()) >= self.first_clause_words:
+                # "Buy milk, eggs," is a list cut short, not a clause: the last part must
+                # be a phrase of its own
+                last_part = re.split(r"[,;:]\s+", clause.rstrip(",;:"))[-1]
+                if (
+                    len(clause.split()) >= self.first_clause_words
+                    and len(last_part.split()) >= MIN_CLAUSE_PART_WORDS
+                ):
                     done, self._text = [clause], self._text[match.end() :]
                     break
         if done:

@@ -68,3 +68,45 @@ def test_rate_limiter_refills_over_time(monkeypatch):
 def test_keys_are_hashed_not_kept():
     assert len(hash_key(KEY_PREFIX + "x")) == 64
     assert hash_key("a") != hash_key("b")
+
+
+def test_first_clause_is_never_a_list_cut_short():
+    buffer = SentenceBuffer(first_clause_words=4)
+    # "Please buy milk, eggs," would end mid-list: wait for a clause of its own
+    assert buffer.push("Please buy milk, eggs, and bread, then") == []
+    assert buffer.push(" come home. And") == ["Please buy milk, eggs, and bread, then come home."]
+    buffer = SentenceBuffer(first_clause_words=4)
+    assert buffer.push("Sure, the printer is upstairs, next") == ["Sure, the printer is upstairs,"]
+
+
+def test_passages_are_cut_to_the_sentences_the_question_needs():
+    from orchestrator.rag.focus import relevant_sentences
+
+    passage = (
+        "Office notes for the spring. The kitchen was repainted in March. "
+        "The Zorbit printer is on the fourth floor. Parking is behind the building. "
+        "Priya replaces the toner of the Zorbit printer every Monday. Lunch is at noon."
+    )
+    question = "Which floor is the Zorbit printer on, and who replaces its toner?"
+    kept = relevant_sentences(passage, question, keep=2)
+    assert kept == (
+        "The Zorbit printer is on the fourth floor. "
+        "Priya replaces the toner of the Zorbit printer every Monday."
+    )
+    assert relevant_sentences(passage, question, keep=0) == passage  # 0: whole passages
+    assert relevant_sentences("One. Two.", question, keep=3) == "One. Two."  # already short
+    # no word in common: the first sentences, in order (retrieval judged it relevant)
+    assert relevant_sentences(passage, "Qu'en penses-tu ?", keep=2) == (
+        "Office notes for the spring. The kitchen was repainted in March."
+    )
+
+
+def test_prompt_sources_are_trimmed_by_the_setting(tmp_path):
+    settings = Settings(_env_file=None, model_repository=tmp_path, rag_passage_sentences=1)
+    turn = TurnService(settings, triton=None, sessions=None)  # type: ignore[arg-type]
+    turn.count_tokens = lambda text: len(text.split())  # type: ignore[method-assign]
+    text = "Lunch is at noon. The printer is on the fourth floor. Parking is outside."
+    sources = [Source(1, str(uuid.uuid4()), "Office notes", 0.8, text)]
+    messages = turn.build_prompt("Where is the printer?", sources, [])
+    assert "[1] Office notes: The printer is on the fourth floor." in messages[-1]["content"]
+    assert "Lunch" not in messages[-1]["content"]
