@@ -1,16 +1,25 @@
 """ASR speed and accuracy: the Triton ``asr`` ensemble against faster-whisper and transformers.
 
-One run, one machine, the same clips (22 sentences synthesised on the spot: Piper voice
-and espeak-ng) and the same Whisper weights (base by default, from the offline package):
+One run, one machine, the same clips and the same Whisper weights (base by default, from
+the offline package). The clips are synthesised on the spot (Piper voice and espeak-ng):
 
-- (a) Triton ``asr`` (ONNX Runtime in the Python backend), fp32 and int8 graphs;
-- (b) faster-whisper (CTranslate2) int8 — the named baseline;
-- (c) transformers ``generate`` (PyTorch fp32).
+- ``sentences``: 22 single sentences (about 3 s each);
+- ``3 s``, ``5 s``, ``10 s``, ``20 s``: six clips of about that length each, whole
+  sentences joined with short pauses.
+
+Systems:
+
+- (a) faster-whisper (CTranslate2) int8 — the named baseline, what a user would run by hand;
+- (b) Triton ``asr`` (ONNX Runtime in the Python backend), fp32, Whisper's fixed 30 s window;
+- (c) the same with the adaptive window (floor + margin, 5 s steps);
+- (d) the adaptive window with an int8 decoder and the fp32 encoder (the default);
+- (e) the adaptive window on int8 graphs (both);
+- (f) transformers ``generate`` (PyTorch fp32), sentences only.
 
 All decode greedily in English without timestamps. RTF = processing time / audio time,
-summed over the clips; each system runs one warm-up clip first, then all clips
-``repeats`` times, and the median RTF is reported with its ratio to the baseline.
-Run with ``june bench asr``.
+summed over a set's clips; each system runs one warm-up clip first, then every set
+``repeats`` times; the median RTF is reported, with its speed ratio to the baseline on the
+same set. Run with ``june bench asr``.
 """
 
 from __future__ import annotations
@@ -26,32 +35,53 @@ import numpy as np
 
 log = logging.getLogger("june.bench.asr")
 
+BASELINE = "faster-whisper int8 (baseline)"
+LENGTHS = (3, 5, 10, 20)
+
+Clips = list[tuple[str, np.ndarray]]
+
 
 @dataclass(frozen=True)
 class AsrResult:
+    clips: str
     system: str
     rtf: float
     wer: float
     runs: list[float]
+    audio_s: float  # mean clip length
+
+    @property
+    def ms_per_clip(self) -> float:
+        return self.rtf * self.audio_s * 1000
+
+
+def clip_sets() -> dict[str, Clips]:
+    from benchmarks.speech import clips, clips_of_length
+
+    return {"sentences": clips(), **{f"{n} s": clips_of_length(n) for n in LENGTHS}}
 
 
 def _measure(
-    name: str, run: Callable[[np.ndarray], str], clips: list[tuple[str, np.ndarray]], repeats: int
-) -> AsrResult:
+    name: str, run: Callable[[np.ndarray], str], sets: dict[str, Clips], repeats: int
+) -> list[AsrResult]:
     import jiwer
 
     from benchmarks.speech import normalise
 
-    run(clips[0][1])  # warm-up
-    audio_s = sum(len(a) for _, a in clips) / 16000
-    rtfs, texts = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        texts = [run(audio) for _, audio in clips]
-        rtfs.append((time.perf_counter() - start) / audio_s)
-    wer = jiwer.wer([normalise(t) for t, _ in clips], [normalise(t) for t in texts])
-    log.info("%s: RTF %.3f, WER %.3f", name, statistics.median(rtfs), wer)
-    return AsrResult(name, statistics.median(rtfs), wer, rtfs)
+    results = []
+    run(next(iter(sets.values()))[0][1])  # warm-up
+    for label, clips in sets.items():
+        audio_s = sum(len(a) for _, a in clips) / 16000
+        rtfs, texts = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            texts = [run(audio) for _, audio in clips]
+            rtfs.append((time.perf_counter() - start) / audio_s)
+        wer = jiwer.wer([normalise(t) for t, _ in clips], [normalise(t) for t in texts])
+        rtf = statistics.median(rtfs)
+        log.info("%s, %s: RTF %.3f, WER %.3f", name, label, rtf, wer)
+        results.append(AsrResult(label, name, rtf, wer, rtfs, audio_s / len(clips)))
+    return results
 
 
 def run_benchmark(
@@ -61,13 +91,12 @@ def run_benchmark(
     import tritonclient.grpc as grpcclient
     from faster_whisper import WhisperModel
 
-    from benchmarks.speech import clips as make_clips
     from exporters.ct2_whisper import convert_ct2_whisper
-    from exporters.repository import build_repository
+    from exporters.repository import PROFILE_DEFAULTS, build_repository
     from exporters.whisper import resolve_source
     from orchestrator.triton.launcher import TritonServer
 
-    clips = make_clips()
+    sets = clip_sets()
     ct2_dir, kind = resolve_source(model, cache_dir)
     results: list[AsrResult] = []
 
@@ -80,15 +109,27 @@ def run_benchmark(
         )  # fmt: skip
         return " ".join(s.text.strip() for s in segments)
 
-    results.append(_measure("faster-whisper int8 (baseline)", faster_whisper, clips, repeats))
+    results += _measure(BASELINE, faster_whisper, sets, repeats)
 
-    for precision in ("fp32", "int8"):
+    adaptive = PROFILE_DEFAULTS["cpu"]
+    variants = (
+        ("fp32, full 30 s window", "fp32", "30"),
+        ("fp32, adaptive window", "fp32", adaptive["asr_window_floor_s"]),
+        (
+            "fp32 encoder + int8 decoder, adaptive (default)",
+            "int8-decoder",
+            adaptive["asr_window_floor_s"],
+        ),
+        ("int8, adaptive window", "int8", adaptive["asr_window_floor_s"]),
+    )
+    for label, precision, floor in variants:
         repo = build_repository(
             profile="cpu",
-            out=runtime_dir / f"repo-{precision}",
+            out=runtime_dir / f"repo-{precision}-{floor}",
             cache_dir=cache_dir,
             sources={"whisper": model},
             options={"whisper": {"precision": precision}},
+            overrides={"asr_window_floor_s": floor, "intra_op_threads": str(threads)},
         )
         with TritonServer(
             repo,
@@ -107,9 +148,7 @@ def run_benchmark(
                 out = client.infer("asr", [tensor, lang]).as_numpy("TRANSCRIPT")
                 return out.reshape(-1)[0].decode()
 
-            results.append(
-                _measure(f"Triton asr, ONNX Runtime {precision}", triton, clips, repeats)
-            )
+            results += _measure(f"Triton asr, {label}", triton, sets, repeats)
             client.close()
 
     if kind == "ctranslate2":
@@ -130,13 +169,36 @@ def run_benchmark(
                 tokens = hf.generate(features, num_beams=1, do_sample=False, **kwargs)
             return tokenizer.decode(tokens[0].tolist(), skip_special_tokens=True)
 
-        results.append(_measure("transformers (PyTorch fp32)", transformers_run, clips, repeats))
+        results += _measure(
+            "transformers (PyTorch fp32)", transformers_run, {"sentences": sets["sentences"]}, 1
+        )
     return results
 
 
+def rows(results: list[AsrResult]) -> list[list[str]]:
+    """One row per clip set and system; speed is against the baseline on the same set."""
+    base = {r.clips: r for r in results if r.system == BASELINE}
+    order = list(base)
+    out = []
+    for label in order:
+        for r in (r for r in results if r.clips == label):
+            out.append(
+                [
+                    f"{label} ({r.audio_s:.1f} s avg)",
+                    r.system,
+                    f"{r.rtf:.3f}",
+                    f"{r.ms_per_clip:.0f}",
+                    f"{base[label].rtf / r.rtf:.2f}x",
+                    f"{r.wer * 100:.1f}%",
+                ]
+            )
+    return out
+
+
+HEADERS = ["clips", "system", "median RTF", "ms per clip", "speed vs baseline", "WER"]
+
+
 def markdown_table(results: list[AsrResult]) -> str:
-    base = results[0].rtf
-    lines = ["| system | median RTF | speed vs baseline | WER |", "|---|---:|---:|---:|"]
-    for r in results:
-        lines.append(f"| {r.system} | {r.rtf:.3f} | {base / r.rtf:.2f}x | {r.wer * 100:.1f}% |")
+    lines = ["| " + " | ".join(HEADERS) + " |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
     return "\n".join(lines)

@@ -69,7 +69,7 @@ def _median(runs: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 # --- systems that run in a subprocess ------------------------------------------------------
-def rendered_prompt() -> str:
+def rendered_prompt(messages: list[dict[str, str]] | None = None) -> str:
     """The chat rendered by the checkpoint's own template, exactly as the server renders it."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -81,7 +81,7 @@ def rendered_prompt() -> str:
     )
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     template = env.from_string((export / "chat_template.jinja").read_text())
-    return template.render(messages=MESSAGES, add_generation_prompt=True)
+    return template.render(messages=messages or MESSAGES, add_generation_prompt=True)
 
 
 def run_llama_cpp(gguf: Path, repeats: int, threads: int) -> dict:

@@ -297,8 +297,8 @@ def asr_cmd(
     repeats: Annotated[int, typer.Option(help="Timed passes per system (median reported).")] = 3,
     threads: Annotated[int, typer.Option(help="CPU threads for the in-process systems.")] = 2,
 ) -> None:
-    """Triton asr (fp32, int8) vs faster-whisper int8 and transformers: RTF and WER."""
-    from benchmarks.asr import markdown_table, run_benchmark
+    """Triton asr (full vs adaptive window, fp32/int8) vs faster-whisper int8: RTF, WER."""
+    from benchmarks.asr import HEADERS, markdown_table, rows, run_benchmark
     from orchestrator.config import get_settings
 
     settings = get_settings()
@@ -310,18 +310,9 @@ def asr_cmd(
         threads=threads,
     )
     show(
-        "ASR: RTF (lower is faster) and WER, same clips, same run",
-        ["system", "median RTF", "speed vs baseline", "WER", "runs"],
-        [
-            [
-                r.system,
-                f"{r.rtf:.3f}",
-                f"{results[0].rtf / r.rtf:.2f}x",
-                f"{r.wer * 100:.1f}%",
-                " ".join(f"{x:.3f}" for x in r.runs),
-            ]
-            for r in results
-        ],
+        "ASR by clip length: RTF (lower is faster) and WER, same clips, same run",
+        HEADERS,
+        rows(results),
         markdown_table(results),
     )
 
@@ -390,15 +381,28 @@ def voice_turn_cmd(
     asr_model: Annotated[
         str, typer.Option(help="whisper-base or whisper-tiny.en.")
     ] = "whisper-base",
-    asr_precision: Annotated[str, typer.Option(help="fp32 or int8.")] = "fp32",
+    asr_precision: Annotated[
+        str, typer.Option(help="fp32, int8 or int8-decoder (the adaptive mode's graphs).")
+    ] = "int8-decoder",
     llm_threads: Annotated[
         int | None, typer.Option(help="LLM decoder threads (default: JUNE_LLM_THREADS).")
     ] = None,
+    hand_built: Annotated[
+        bool,
+        typer.Option(help="Also run the hand-built baseline (needs `make install-bench`)."),
+    ] = True,
 ) -> None:
-    """A ~5 s spoken question to a spoken answer over HTTP: first and last audio byte."""
-    from benchmarks.voice_turn import markdown_tables, run_benchmark
+    """A ~5 s spoken question to a spoken answer: June (full vs adaptive window) against a
+    hand-built faster-whisper + llama.cpp + piper pipeline, first audio byte."""
+    from benchmarks.voice_turn import BASELINE, FULL, markdown_tables, run_benchmark
     from orchestrator.config import get_settings
 
+    if hand_built:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            log.error("the hand-built baseline needs llama-cpp-python: make install-bench")
+            raise typer.Exit(2) from None
     settings = get_settings()
     results = run_benchmark(
         settings.cache_dir,
@@ -407,16 +411,23 @@ def voice_turn_cmd(
         asr_model=asr_model,
         asr_precision=asr_precision,
         llm_threads=settings.llm_threads if llm_threads is None else llm_threads,
+        hand_built=hand_built,
     )
+    by_mode = {r.mode: r for r in results}
+
+    def ratio(r: object, mode: str) -> str:
+        return f"{r.first / by_mode[mode].first:.2f}x" if mode in by_mode else "-"  # type: ignore[attr-defined]
+
     show(
-        "Voice turn: the same spoken question, new conversation each run (same run)",
-        ["mode", "first audio byte s", "vs baseline", "last byte s"],
+        "Voice turn: the same spoken question and document, same machine, same run",
+        ["mode", "first audio byte s", "vs hand-built", "vs full window", "last byte s"],
         [
             [
                 r.mode,
                 f"{r.first:.2f}",
-                f"{r.first / results[0].first:.2f}x",
-                f"{r.last:.2f}",
+                ratio(r, BASELINE),
+                ratio(r, FULL),
+                f"{r.last:.2f}" if r.last is not None else "-",
             ]
             for r in results
         ],

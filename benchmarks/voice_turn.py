@@ -1,15 +1,23 @@
-"""Voice turn latency: a spoken question in, the spoken answer out, over real HTTP.
+"""Voice turn latency: a spoken question in, the spoken answer out, against a hand-built pipeline.
 
-The whole stack runs in this process's control, on loopback: tritonserver (the embedded
-defaults: Whisper base, MiniLM, SmolLM2-135M int4, Piper), embedded Postgres + pgvector,
-and the orchestrator under uvicorn. A user's document states a fact; the question (about
-5 s of Piper speech) asks about it. Each run starts a new conversation.
+The same spoken question (about 5 s of Piper speech) about the same document, on the same
+machine, in the same run:
 
-- baseline: ``POST /v1/voice`` as JSON, which answers once the whole reply is spoken;
-- streamed: the same with ``stream=true``: audio events are sent sentence by sentence.
+- **hand-built (baseline)**: what a user would write in one process: faster-whisper int8
+  (the same Whisper base weights), llama.cpp on the same SmolLM2 GGUF with June's own
+  prompt (system prompt, the document as a numbered source, the question), and piper-tts
+  on the same voice, stopping at the first sentence's audio;
+- **June before**: the whole stack over real HTTP (``POST /v1/voice``, ``stream=true``)
+  with fp32 Whisper graphs and Whisper's fixed 30 s window: the ASR June had;
+- **June now**: the same with the defaults: adaptive window, int8 decoder (fp32 encoder),
+  and (in both June modes, as the code now runs) the VAD trim and focused sources.
 
-Reported: time to the first audio byte and to the last byte (median of ``runs``), and the
-server's per-stage timings. Run with ``june bench voice-turn``.
+Each June mode runs its own tritonserver (the embedded defaults: Whisper base, MiniLM,
+SmolLM2-135M int4, Piper) with embedded Postgres + pgvector and the orchestrator under
+uvicorn, on loopback; each run starts a new conversation. Reported: time to the first
+audio byte and to the last byte (median of ``runs``), the ratios the goals name, and the
+server's per-stage timings. The hand-built pipeline needs the ``bench`` extra
+(llama-cpp-python). Run with ``june bench voice-turn``.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import statistics
 import threading
 import time
@@ -33,7 +42,21 @@ DOCUMENT = (
     "Priya replaces the toner of the Zorbit printer every Monday morning."
 )
 QUESTION = "Hello June. Could you please tell me which floor the Zorbit printer is on, and who looks after it?"
-STAGES = ("decode", "transcribe", "retrieve", "prompt", "first_audio", "generate", "synthesise")
+STAGES = (
+    "decode",
+    "vad",
+    "transcribe",
+    "retrieve",
+    "prompt",
+    "first_token",
+    "first_audio",
+    "generate",
+    "synthesise",
+)
+BASELINE = "hand-built: faster-whisper + llama.cpp + piper (baseline)"
+FULL = "June before: fp32 Whisper, full 30 s window"
+ADAPTIVE = "June now: adaptive window, int8 decoder, VAD trim"
+_SENTENCE_END = re.compile(r"[.!?](\s|$)")
 
 
 @dataclass
@@ -42,6 +65,7 @@ class TurnTimes:
     first_audio_s: list[float] = field(default_factory=list)
     last_byte_s: list[float] = field(default_factory=list)
     stages_ms: dict[str, list[float]] = field(default_factory=dict)
+    answers: list[str] = field(default_factory=list)
 
     def add_stages(self, timings: dict[str, float]) -> None:
         for stage, ms in timings.items():
@@ -52,18 +76,74 @@ class TurnTimes:
         return statistics.median(self.first_audio_s)
 
     @property
-    def last(self) -> float:
-        return statistics.median(self.last_byte_s)
+    def last(self) -> float | None:
+        return statistics.median(self.last_byte_s) if self.last_byte_s else None
 
 
-def _json_turn(client: httpx.Client, wav: bytes, times: TurnTimes) -> None:
-    start = time.perf_counter()
-    r = client.post("/v1/voice", files={"file": ("q.wav", wav)}, data={"language": "en"})
-    r.raise_for_status()
-    elapsed = time.perf_counter() - start
-    times.first_audio_s.append(elapsed)  # the audio arrives with the whole answer
-    times.last_byte_s.append(elapsed)
-    times.add_stages(r.json()["timings_ms"])
+class HandBuilt:
+    """faster-whisper int8 + llama.cpp + piper-tts in this process, loaded once."""
+
+    def __init__(self, cache_dir: Path, threads: int = 2) -> None:
+        from faster_whisper import WhisperModel
+        from llama_cpp import Llama
+
+        from benchmarks.speech import _piper
+        from exporters.llm import resolve_source as llm_source
+        from exporters.whisper import resolve_source as whisper_source
+
+        ct2_dir, _ = whisper_source("whisper-base", cache_dir)
+        self.asr = WhisperModel(
+            str(ct2_dir), device="cpu", compute_type="int8", cpu_threads=threads
+        )
+        gguf, _ = llm_source("smollm2-135m-instruct")
+        self.llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
+        self.voice = _piper()
+
+    def prompt(self, question: str) -> list[int]:
+        from benchmarks.llm import rendered_prompt
+        from orchestrator.turn import SYSTEM_PROMPT
+
+        asked = f"Sources:\n[1] Office notes: {DOCUMENT}\n\nQuestion: {question}"
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": asked},
+        ]
+        text = rendered_prompt(messages)
+        return self.llm.tokenize(text.encode(), add_bos=False, special=True)
+
+    def turn(self, wav: bytes, times: TurnTimes) -> None:
+        from benchmarks.speech import to_16k
+
+        start = time.perf_counter()
+        audio = to_16k(wav)
+        segments, _ = self.asr.transcribe(
+            audio, language="en", beam_size=1, without_timestamps=True,
+            condition_on_previous_text=False, vad_filter=False,
+        )  # fmt: skip
+        question = " ".join(s.text.strip() for s in segments)
+        heard = time.perf_counter()
+        self.llm.reset()  # every turn pays its own prefill, as June's does
+        text = ""
+        for chunk in self.llm.create_completion(
+            self.prompt(question), max_tokens=96, temperature=0.0, stream=True
+        ):
+            text += chunk["choices"][0]["text"]
+            if _SENTENCE_END.search(text):
+                break
+        first_sentence = _SENTENCE_END.split(text)[0] + "."
+        written = time.perf_counter()
+        first_chunk = next(iter(self.voice.synthesize(first_sentence)))
+        assert len(first_chunk.audio_float_array) > 0
+        done = time.perf_counter()
+        times.first_audio_s.append(done - start)
+        times.answers.append(first_sentence)
+        times.add_stages(
+            {
+                "transcribe": (heard - start) * 1000,
+                "first_sentence": (written - heard) * 1000,
+                "synthesise_first": (done - written) * 1000,
+            }
+        )
 
 
 def _streamed_turn(client: httpx.Client, wav: bytes, times: TurnTimes) -> None:
@@ -80,11 +160,68 @@ def _streamed_turn(client: httpx.Client, wav: bytes, times: TurnTimes) -> None:
                 if base64.b64decode(json.loads(line[6:])["base64"]):
                     first = time.perf_counter() - start
             elif line.startswith("data: ") and event == "done":
-                times.add_stages(json.loads(line[6:])["timings_ms"])
+                done = json.loads(line[6:])
+                times.add_stages(done["timings_ms"])
+                times.answers.append(done.get("reply", ""))
             elif line.startswith("data: ") and event == "error":
                 raise RuntimeError(line)
     times.last_byte_s.append(time.perf_counter() - start)
     times.first_audio_s.append(first if first is not None else times.last_byte_s[-1])
+
+
+def _june_turns(
+    stack: ExitStack,
+    repo: Path,
+    runtime_dir: Path,
+    database_url: str,
+    key: str,
+    wav: bytes,
+    times: TurnTimes,
+    runs: int,
+    document: str | None,
+) -> None:
+    import uvicorn
+
+    from orchestrator.api.app import create_app
+    from orchestrator.config import Settings
+    from orchestrator.triton.launcher import TritonServer
+
+    triton = stack.enter_context(
+        TritonServer(
+            repo, runtime_dir=runtime_dir / "triton", http_port=28300, grpc_port=28301,
+            metrics_port=28302,
+        )
+    )  # fmt: skip
+    settings = Settings(
+        database_url=database_url,
+        triton_grpc_port=triton.grpc_port,
+        triton_http_port=triton.http_port,
+        model_repository=repo,
+        rate_limit_per_minute=10_000,
+        port=28380,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=28380, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    stack.callback(thread.join, 30)
+    stack.callback(setattr, server, "should_exit", True)
+    while not server.started:
+        time.sleep(0.1)
+    client = stack.enter_context(
+        httpx.Client(
+            base_url="http://127.0.0.1:28380",
+            headers={"authorization": f"Bearer {key}"},
+            timeout=120,
+        )
+    )
+    if document:
+        client.post("/v1/documents", json={"title": "Office notes", "text": document})
+    _streamed_turn(client, wav, TurnTimes("warm-up"))
+    for i in range(runs):
+        _streamed_turn(client, wav, times)
+        log.info("%s, run %d: first audio %.2f s", times.mode, i + 1, times.first_audio_s[-1])
 
 
 def run_benchmark(
@@ -93,97 +230,81 @@ def run_benchmark(
     *,
     runs: int = 10,
     asr_model: str = "whisper-base",
-    asr_precision: str = "fp32",
+    asr_precision: str = "int8-decoder",
     llm_threads: int = 0,
+    hand_built: bool = True,
 ) -> list[TurnTimes]:
-    import uvicorn
+    from sqlalchemy.orm import Session
 
     from benchmarks.speech import piper_wav, to_16k
-    from exporters.repository import build_repository
-    from orchestrator.api.app import create_app
-    from orchestrator.config import Settings
+    from exporters.repository import PROFILE_DEFAULTS, build_repository
+    from orchestrator.auth import create_key
     from orchestrator.db.engine import EmbeddedPostgres, make_sync_engine
     from orchestrator.db.migrate import upgrade
-    from orchestrator.triton.launcher import TritonServer
 
     wav = piper_wav(QUESTION)
     log.info("question: %.1f s of speech", len(to_16k(wav)) / 16000)
-    repo = build_repository(
-        profile="cpu",
-        out=runtime_dir / "repo",
-        cache_dir=cache_dir,
-        sources={"whisper": asr_model},
-        options={"whisper": {"precision": asr_precision}},
-        overrides={"llm_threads": str(llm_threads)},
-    )
-    results = [TurnTimes("JSON: whole answer, then audio (baseline)"), TurnTimes("streamed")]
-    with ExitStack() as stack:
-        triton = stack.enter_context(
-            TritonServer(
-                repo, runtime_dir=runtime_dir / "triton", http_port=28300, grpc_port=28301,
-                metrics_port=28302,
-            )
-        )  # fmt: skip
-        pg = stack.enter_context(EmbeddedPostgres(runtime_dir / "pgdata"))
+    results: list[TurnTimes] = []
+    if hand_built:
+        baseline = TurnTimes(BASELINE)
+        pipeline = HandBuilt(cache_dir)
+        pipeline.turn(wav, TurnTimes("warm-up"))
+        for i in range(runs):
+            pipeline.turn(wav, baseline)
+            log.info("hand-built, run %d: first audio %.2f s", i + 1, baseline.first_audio_s[-1])
+        del pipeline
+        results.append(baseline)
+
+    with ExitStack() as outer:
+        pg = outer.enter_context(EmbeddedPostgres(runtime_dir / "pgdata"))
         upgrade(pg.url)
-        settings = Settings(
-            database_url=pg.url,
-            triton_grpc_port=triton.grpc_port,
-            triton_http_port=triton.http_port,
-            model_repository=repo,
-            rate_limit_per_minute=10_000,
-            port=28380,
-        )
-        from sqlalchemy.orm import Session
-
-        from orchestrator.auth import create_key
-
         engine = make_sync_engine(pg.url)
         with Session(engine) as session:
             key = create_key(session, user_id="bench", name="voice-turn").key
         engine.dispose()
-
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings), host="127.0.0.1", port=28380, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        stack.callback(thread.join, 30)
-        stack.callback(setattr, server, "should_exit", True)
-        while not server.started:
-            time.sleep(0.1)
-        client = stack.enter_context(
-            httpx.Client(
-                base_url="http://127.0.0.1:28380",
-                headers={"authorization": f"Bearer {key}"},
-                timeout=120,
+        adaptive = PROFILE_DEFAULTS["cpu"]["asr_window_floor_s"]
+        for mode, floor, precision in ((FULL, "30", "fp32"), (ADAPTIVE, adaptive, asr_precision)):
+            repo = build_repository(
+                profile="cpu",
+                out=runtime_dir / f"repo-{floor}-{precision}",
+                cache_dir=cache_dir,
+                sources={"whisper": asr_model},
+                options={"whisper": {"precision": precision}},
+                overrides={"llm_threads": str(llm_threads), "asr_window_floor_s": floor},
             )
-        )
-        client.post("/v1/documents", json={"title": "Office notes", "text": DOCUMENT})
-        _json_turn(client, wav, TurnTimes("warm-up"))
-        for i in range(runs):
-            _json_turn(client, wav, results[0])
-            _streamed_turn(client, wav, results[1])
-            log.info(
-                "run %d: first audio %.2f s (json) / %.2f s (streamed)",
-                i + 1, results[0].first_audio_s[-1], results[1].first_audio_s[-1],
-            )  # fmt: skip
+            times = TurnTimes(mode)
+            with ExitStack() as stack:
+                # the user's document is stored once (Postgres outlives both stacks)
+                document = DOCUMENT if not results or results[-1].mode == BASELINE else None
+                _june_turns(stack, repo, runtime_dir, pg.url, key, wav, times, runs, document)
+            results.append(times)
     return results
 
 
 def markdown_tables(results: list[TurnTimes]) -> str:
-    base = results[0]
+    by_mode = {r.mode: r for r in results}
     lines = [
-        "| mode | first audio byte (median) | vs baseline | last byte (median) |",
-        "|---|---:|---:|---:|",
+        "| mode | first audio byte (median) | vs hand-built | vs full window | last byte (median) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in results:
-        lines.append(
-            f"| {r.mode} | {r.first:.2f} s | {r.first / base.first:.2f}x | {r.last:.2f} s |"
-        )
-    streamed = results[-1]
-    lines += ["", "| stage (streamed, server side) | median ms |", "|---|---:|"]
+        vs_base = f"{r.first / by_mode[BASELINE].first:.2f}x" if BASELINE in by_mode else "-"
+        vs_full = f"{r.first / by_mode[FULL].first:.2f}x" if FULL in by_mode else "-"
+        last = f"{r.last:.2f} s" if r.last is not None else "-"
+        lines.append(f"| {r.mode} | {r.first:.2f} s | {vs_base} | {vs_full} | {last} |")
+    june = [r for r in results if r.mode != BASELINE]
+    lines += ["", "| stage (server side, median ms) | " + " | ".join(r.mode for r in june) + " |"]
+    lines += ["|---|" + "---:|" * len(june)]
     for stage in STAGES:
-        if stage in streamed.stages_ms:
-            lines.append(f"| {stage} | {statistics.median(streamed.stages_ms[stage]):.0f} |")
+        if any(stage in r.stages_ms for r in june):
+            cells = [
+                f"{statistics.median(r.stages_ms[stage]):.0f}" if stage in r.stages_ms else "-"
+                for r in june
+            ]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    if BASELINE in by_mode:
+        base = by_mode[BASELINE]
+        lines += ["", "| hand-built stage | median ms |", "|---|---:|"]
+        for stage, values in base.stages_ms.items():
+            lines.append(f"| {stage} | {statistics.median(values):.0f} |")
     return "\n".join(lines)

@@ -63,7 +63,8 @@ def export_whisper_cmd(
         ),
     ] = "whisper-base",
     precision: Annotated[
-        str, typer.Option(help="fp32 or int8 (ONNX Runtime dynamic int8).")
+        str,
+        typer.Option(help="fp32, int8 (both graphs) or int8-decoder (ONNX Runtime dynamic int8)."),
     ] = "fp32",
     target: Annotated[str, typer.Option(help="cpu (ONNX) or gpu (TensorRT-LLM engines).")] = "cpu",
     out: Annotated[Path | None, typer.Option(help="Also copy the artifacts here.")] = None,
@@ -216,7 +217,7 @@ def build_cmd(
         str | None, typer.Option(help="Whisper source (default: JUNE_ASR_MODEL).")
     ] = None,
     asr_precision: Annotated[
-        str | None, typer.Option(help="fp32 or int8 (default: JUNE_ASR_PRECISION).")
+        str | None, typer.Option(help="fp32, int8 or int8-decoder (default: JUNE_ASR_PRECISION).")
     ] = None,
     repository_path: Annotated[
         str | None,

@@ -84,10 +84,10 @@ def embedder_export(cache_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def whisper_export(cache_dir: Path) -> Path:
-    """Whisper base, real weights from the offline package, exported fp32 (the default)."""
+    """Whisper base, real weights from the offline package, exported fp32 (parity tests)."""
     from exporters.whisper import export_whisper
 
-    return export_whisper("whisper-base", cache_dir=cache_dir)
+    return export_whisper("whisper-base", cache_dir=cache_dir, precision="fp32")
 
 
 @pytest.fixture(scope="session")
@@ -167,6 +167,7 @@ def model_repo(
     """Every model: the embedded defaults, plus the FastPitch ensemble (random weights)."""
     from exporters.repository import FASTPITCH_MODELS, MODELS, build_repository
 
+    defaults = Settings.model_fields
     acoustic, vocoder = fastpitch_checkpoints
     out = tmp_path_factory.mktemp("repo") / "model_repository"
     return build_repository(
@@ -174,7 +175,10 @@ def model_repo(
         out=out,
         cache_dir=cache_dir,
         sources={"tts": str(acoustic)},
-        options={"tts": {"vocoder": str(vocoder)}},
+        options={
+            "tts": {"vocoder": str(vocoder)},
+            "whisper": {"precision": defaults["asr_precision"].default},
+        },
         models=MODELS + FASTPITCH_MODELS,
     )
 

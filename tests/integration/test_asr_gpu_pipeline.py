@@ -19,6 +19,8 @@ import pytest
 
 from benchmarks.speech import clips
 from exporters.repository import GPU_MODELS, build_repository
+from exporters.whisper import export_whisper
+from orchestrator.config import Settings
 from orchestrator.triton.client import TritonGateway
 from tests.conftest import make_triton
 
@@ -51,7 +53,13 @@ def gpu_asr(tmp_path_factory, cache_dir, trtllm_builds, whisper_export):
     shutil.copy2(STANDIN, trt / "1" / "model.py")
     for code in ("whisper_decode.py", "whisper_rules.py"):
         shutil.copy2(BACKEND / code, trt / "1" / code)
-    shutil.copytree(whisper_export, trt / "1" / "standin")
+    # the stand-in decodes with the graphs the cpu profile serves (its default precision)
+    served = export_whisper(
+        "whisper-base",
+        cache_dir=cache_dir,
+        precision=Settings.model_fields["asr_precision"].default,
+    )
+    shutil.copytree(served, trt / "1" / "standin")
     server = make_triton(repo, root / "rt")
     server.start(timeout_s=180)
     yield server

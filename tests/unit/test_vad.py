@@ -37,9 +37,7 @@ def test_segments_follow_the_hysteresis_rule():
     assert silero.speech_segments(blip) == []
     # padding stays inside the clip and merges neighbours
     edge = np.array([0.9] * 20 + [0.0] * 5 + [0.9] * 20, np.float32)
-    assert silero.speech_segments(edge, pad_s=0.2, duration_s=45 * FRAME_S) == [
-        (0.0, 45 * FRAME_S)
-    ]
+    assert silero.speech_segments(edge, pad_s=0.2, duration_s=45 * FRAME_S) == [(0.0, 45 * FRAME_S)]
 
 
 def test_real_speech_is_found_and_silence_noise_and_tones_are_not(vad):
