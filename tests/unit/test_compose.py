@@ -50,3 +50,15 @@ def test_long_running_services_have_healthchecks_and_wait_for_them():
 def test_secrets_have_no_defaults():
     pg = COMPOSE["services"]["postgres"]["environment"]
     assert pg["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+
+
+def test_repo_build_installs_the_weight_packages_the_repository_needs():
+    """The gpu repository serves ``vad`` from the silero-vad wheel, installed (without its
+    torch dependencies) at the Makefile's pin."""
+    import re
+
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    pin = re.search(r"silero-vad==[\d.]+", makefile)
+    assert pin is not None
+    command = COMPOSE["services"]["repo-build"]["command"]
+    assert f"--no-deps {pin.group(0)}" in command
