@@ -14,9 +14,12 @@ Artifacts: ``encoder.onnx`` (mel of any window up to 30 s -> cross-attention K/V
 graph with KV cache), ``tokenizer.json``, ``mel_filters.npy`` and ``whisper.json``: every
 fact the server needs (mel bins, special tokens, languages, suppression lists, timestamp
 support) read from the checkpoint. ``--precision int8`` applies ONNX Runtime dynamic int8
-quantisation to the linear layers of both graphs; ``int8-decoder`` to the decoder only (the
-default for serving: the decoder runs once per token, the encoder once per window, and the
-WER loss of int8 comes from the encoder; see the README's ASR table).
+quantisation to the linear layers of both graphs. ``int8-decoder`` (the default for
+serving) leaves the encoder in fp32 and stores the decoder's weights in int8 blocks of 32
+(``MatMulNBits``, int8 arithmetic with each row's activations quantised on their own). The
+decoder runs once per token, the encoder once per window, and int8's WER loss comes from
+the encoder. Dynamic int8 quantises activations per tensor, across the whole batch, so a
+request's transcript could change with what it was batched with; the block form cannot.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from exporters.common import (
 log = logging.getLogger(__name__)
 
 TARGET = "whisper"
-EXPORTER_VERSION = "3"  # 3: the encoder takes any window length
+EXPORTER_VERSION = "4"  # 3: the encoder takes any window length; 4: int8-decoder by blocks
 ONNX_OPSET = 17
 PRECISIONS = ("fp32", "int8", "int8-decoder")
 SAMPLE_RATE = 16000
@@ -202,7 +205,7 @@ def _build(
         if options["precision"] == "int8":
             _quantize(out, ("encoder.onnx", "decoder.onnx"))
         elif options["precision"] == "int8-decoder":
-            _quantize(out, ("decoder.onnx",))
+            _quantize_blocks(out / "decoder.onnx")
         bar.advance(task)
 
         write_serving_files(hf_dir, out, meta)
@@ -354,6 +357,21 @@ def _quantize(out: Path, names: tuple[str, ...]) -> None:
             str(src), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
         )
         tmp.replace(src)
+
+
+def _quantize_blocks(path: Path) -> None:
+    """Weights in int8 blocks of 32 (symmetric), int8 arithmetic per row (accuracy level 4):
+    batch-invariant, unlike dynamic quantisation's per-tensor activation scale."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(path)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4
+    )
+    quantizer.process()
+    tmp = path.with_suffix(".int8")
+    quantizer.model.save_model_to_file(str(tmp), use_external_data_format=False)
+    tmp.replace(path)
 
 
 def _check_parity(model: object, out: Path, meta: dict) -> dict[str, float]:
