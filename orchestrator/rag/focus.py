@@ -2,10 +2,10 @@
 
 Retrieval returns whole chunks (up to ``chunk_max_words``); every word of them is prompt
 the LLM must prefill before it says anything. A passage longer than ``keep`` sentences is
-cut to the ``keep`` sentences sharing the most content words with the question (ties go
-to the earlier sentence), kept in their original order; a passage that shares no word
-with the question keeps its first ``keep`` sentences (retrieval found it similar in
-meaning). Lexical, so it costs no model call on the way to the first word.
+cut to the (at most ``keep``) sentences sharing the most content words with the question
+(ties go to the earlier sentence; sentences sharing none are left out), kept in their
+original order; a passage that shares no word with the question keeps its first ``keep``
+sentences (retrieval found it similar in meaning). Lexical, so it costs no model call on the way to the first word.
 """
 
 from __future__ import annotations
@@ -42,5 +42,7 @@ def relevant_sentences(passage: str, question: str, keep: int) -> str:
         return passage
     asked = content_words(question)
     scores = [len(asked & content_words(s)) for s in sentences]
-    best = sorted(range(len(sentences)), key=lambda i: (-scores[i], i))[:keep]
+    ranked = sorted(range(len(sentences)), key=lambda i: (-scores[i], i))[:keep]
+    # sentences that share nothing with the question are padding, once one does
+    best = [i for i in ranked if scores[i] > 0] or ranked
     return " ".join(sentences[i] for i in sorted(best))

@@ -94,6 +94,10 @@ def test_passages_are_cut_to_the_sentences_the_question_needs():
         "Priya replaces the toner of the Zorbit printer every Monday."
     )
     assert relevant_sentences(passage, question, keep=0) == passage  # 0: whole passages
+    # sentences sharing nothing with the question are not kept to fill the quota
+    assert relevant_sentences(passage, "Where do visitors park their cars?", keep=3) == (
+        "Parking is behind the building."
+    )
     assert relevant_sentences("One. Two.", question, keep=3) == "One. Two."  # already short
     # no word in common: the first sentences, in order (retrieval judged it relevant)
     assert relevant_sentences(passage, "Qu'en penses-tu ?", keep=2) == (
