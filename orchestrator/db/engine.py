@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 from pathlib import Path
 from types import TracebackType
 
@@ -50,8 +52,20 @@ class EmbeddedPostgres:
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded PostgreSQL in %s", self.pgdata)
+        empty = not any(self.pgdata.iterdir())
         try:
-            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            try:
+                self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            except subprocess.CalledProcessError as exc:
+                # initdb of a new cluster has died of a signal (SIGSEGV, seen once in
+                # many runs here): what it left is half a cluster, never anyone's data.
+                # A folder that held anything before is never touched.
+                if not (empty and exc.returncode < 0):
+                    raise
+                log.warning("initdb died (%s); creating the cluster again", first_line(exc))
+                shutil.rmtree(self.pgdata)
+                self.pgdata.mkdir(parents=True)
+                self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         except Exception as exc:
             raise DatabaseError(
                 f"embedded PostgreSQL failed to start in {self.pgdata}: {first_line(exc)}"
