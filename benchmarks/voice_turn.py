@@ -65,7 +65,6 @@ class TurnTimes:
     first_audio_s: list[float] = field(default_factory=list)
     last_byte_s: list[float] = field(default_factory=list)
     stages_ms: dict[str, list[float]] = field(default_factory=dict)
-    answers: list[str] = field(default_factory=list)
 
     def add_stages(self, timings: dict[str, float]) -> None:
         for stage, ms in timings.items():
@@ -136,7 +135,6 @@ class HandBuilt:
         assert len(first_chunk.audio_float_array) > 0
         done = time.perf_counter()
         times.first_audio_s.append(done - start)
-        times.answers.append(first_sentence)
         times.add_stages(
             {
                 "transcribe": (heard - start) * 1000,
@@ -162,7 +160,6 @@ def _streamed_turn(client: httpx.Client, wav: bytes, times: TurnTimes) -> None:
             elif line.startswith("data: ") and event == "done":
                 done = json.loads(line[6:])
                 times.add_stages(done["timings_ms"])
-                times.answers.append(done.get("reply", ""))
             elif line.startswith("data: ") and event == "error":
                 raise RuntimeError(line)
     times.last_byte_s.append(time.perf_counter() - start)

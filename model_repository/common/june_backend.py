@@ -111,6 +111,19 @@ def error_of(pb: Any, exc: Exception, *, prefix: str) -> Any:
     return pb.TritonError(f"{prefix}: {exc}", code)
 
 
+def mono_audio(pb: Any, request: Any) -> Any:
+    """A request's ``AUDIO`` as 1-D float32 samples; ValueError unless it is ``[1, samples]``
+    of finite values."""
+    import numpy as np
+
+    audio = pb.get_input_tensor_by_name(request, "AUDIO").as_numpy()
+    if audio.ndim != 2 or audio.shape[0] != 1:
+        raise ValueError(f"AUDIO must be [1, samples], got {list(audio.shape)}")
+    if not np.isfinite(audio).all():
+        raise ValueError("AUDIO contains NaN or infinite samples")
+    return audio[0].astype(np.float32, copy=False)
+
+
 def tts_inputs(pb: Any, request: Any) -> tuple[str, float, int]:
     """The TTS interface's inputs: TEXT, and the optional PACE (1.0) and SPEAKER (0)."""
     texts = decode_texts(pb.get_input_tensor_by_name(request, "TEXT").as_numpy())

@@ -14,6 +14,7 @@ from june_backend import (
     answer_each,
     artifact_path,
     get_logger,
+    mono_audio,
     parse_model_config,
     require_parameter,
     string_parameters,
@@ -52,9 +53,4 @@ class TritonPythonModel:
         return answer_each(pb_utils, requests, self.mel, prefix="asr_features", log=log)
 
     def mel(self, request: object) -> list:
-        audio = pb_utils.get_input_tensor_by_name(request, "AUDIO").as_numpy()
-        if audio.ndim != 2 or audio.shape[0] != 1:
-            raise ValueError(f"AUDIO must be [1, samples], got {list(audio.shape)}")
-        if not np.isfinite(audio).all():
-            raise ValueError("AUDIO contains NaN or infinite samples")
-        return [pb_utils.Tensor("mel", self.features(audio[0])[None])]
+        return [pb_utils.Tensor("mel", self.features(mono_audio(pb_utils, request))[None])]

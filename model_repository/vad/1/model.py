@@ -13,6 +13,7 @@ from june_backend import (
     artifact_path,
     error_of,
     get_logger,
+    mono_audio,
     parse_model_config,
     require_parameter,
     string_parameters,
@@ -41,12 +42,7 @@ class TritonPythonModel:
         clips: list[tuple[int, np.ndarray]] = []
         for i, request in enumerate(requests):
             try:
-                audio = pb_utils.get_input_tensor_by_name(request, "AUDIO").as_numpy()
-                if audio.ndim != 2 or audio.shape[0] != 1:
-                    raise ValueError(f"AUDIO must be [1, samples], got {list(audio.shape)}")
-                if not np.isfinite(audio).all():
-                    raise ValueError("AUDIO contains NaN or infinite samples")
-                clips.append((i, audio[0].astype(np.float32, copy=False)))
+                clips.append((i, mono_audio(pb_utils, request)))
             except Exception as exc:
                 responses[i] = pb_utils.InferenceResponse(
                     error=error_of(pb_utils, exc, prefix="vad")
