@@ -338,6 +338,22 @@ class TritonGateway:
         segments = result.as_numpy("SEGMENTS").reshape(-1, 2)
         return [(float(a), float(b)) for a, b in segments]
 
+    async def speech_probabilities(
+        self,
+        frames: np.ndarray,
+        state: np.ndarray | None,
+        *,
+        model: str = "vad",
+        deadline: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A live stream's next whole 512-sample frames -> each frame's speech probability,
+        and the state to send with the next piece (None: the stream starts here)."""
+        inputs = [_tensor("AUDIO", "FP32", np.ascontiguousarray(frames, dtype=np.float32)[None])]
+        if state is not None:
+            inputs.append(_tensor("STATE", "FP32", np.ascontiguousarray(state, np.float32)[None]))
+        result = await self._infer(model, inputs, ["PROBS", "NEXT_STATE"], deadline=deadline)
+        return result.as_numpy("PROBS").reshape(-1), result.as_numpy("NEXT_STATE").reshape(-1)
+
     async def transcribe(
         self,
         audio: np.ndarray,

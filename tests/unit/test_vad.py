@@ -78,3 +78,19 @@ def test_export_refuses_what_is_not_a_silero_graph(tmp_path, cache_dir, embedder
     with pytest.raises(ExportError, match="not an ONNX model"):
         export_vad(garbage, cache_dir=tmp_path)
     assert Path(export_vad(cache_dir=cache_dir) / "export.json").is_file()
+
+
+def test_a_stream_sent_in_pieces_gets_what_it_gets_whole(vad):
+    speech = np.concatenate([np.zeros(8000, np.float32), clips()[2][1]])
+    frames = len(speech) // silero.FRAME
+    whole = vad.probabilities([speech])[0]
+    state = np.zeros((1, silero.STATE_SIZE), np.float32)
+    pieces = []
+    for start in range(0, frames, 7):  # 7 frames at a time, the last piece shorter
+        chunk = speech[start * silero.FRAME : min(start + 7, frames) * silero.FRAME]
+        probs, state = vad.step([chunk], state)
+        pieces.append(probs[0])
+    np.testing.assert_allclose(np.concatenate(pieces), whole, atol=1e-5)
+    # a piece shorter than a frame leaves the state as it was
+    _, same = vad.step([np.zeros(100, np.float32)], state)
+    np.testing.assert_array_equal(same, state)

@@ -22,6 +22,8 @@ SAMPLE_RATE = 16000
 FRAME = 512
 CONTEXT = 64
 FRAME_S = FRAME / SAMPLE_RATE
+RECURRENT = 2 * 128
+STATE_SIZE = RECURRENT + CONTEXT  # a stream's state: recurrent state, then context
 
 
 class SileroVad:
@@ -36,21 +38,43 @@ class SileroVad:
 
     def probabilities(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         """16 kHz mono float32 clips -> each clip's speech probability per frame."""
+        probs, _ = self.step(clips, np.zeros((len(clips), STATE_SIZE), np.float32))
+        return probs
+
+    def step(
+        self, clips: list[np.ndarray], states: np.ndarray
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Carry each stream on from its ``states`` row through the whole frames of its clip.
+
+        A state row is the recurrent state (2 x 128) then the last 64 samples heard, so a
+        stream sent in pieces of whole frames gets the probabilities it would get whole.
+        A zero row starts a stream. Returns the probabilities and the rows after the clips
+        (a clip shorter than a frame leaves its row as it was).
+        """
         counts = [len(c) // FRAME for c in clips]
         steps = max(counts, default=0)
+        states = np.asarray(states, np.float32).reshape(len(clips), STATE_SIZE)
         if steps == 0:
-            return [np.zeros(0, np.float32) for _ in clips]
+            return [np.zeros(0, np.float32) for _ in clips], states.copy()
         batch = np.zeros((len(clips), CONTEXT + steps * FRAME), np.float32)
+        batch[:, :CONTEXT] = states[:, RECURRENT:]
         for row, clip in enumerate(clips):
             batch[row, CONTEXT : CONTEXT + counts[row] * FRAME] = clip[: counts[row] * FRAME]
-        state = np.zeros((2, len(clips), 128), np.float32)
+        state = np.ascontiguousarray(
+            states[:, :RECURRENT].reshape(len(clips), 2, 128).swapaxes(0, 1)
+        )
         rate = np.array(SAMPLE_RATE, dtype=np.int64)
         probs = np.zeros((len(clips), steps), np.float32)
+        out_states = states.copy()
         for step in range(steps):
             window = batch[:, step * FRAME : step * FRAME + CONTEXT + FRAME]
             out, state = self.session.run(None, {"input": window, "state": state, "sr": rate})
             probs[:, step] = out[:, 0]
-        return [probs[row, : counts[row]] for row in range(len(clips))]
+            for row in np.flatnonzero(np.array(counts) == step + 1):  # this clip ends here
+                out_states[row, :RECURRENT] = state[:, row].reshape(-1)
+                end = CONTEXT + (step + 1) * FRAME
+                out_states[row, RECURRENT:] = batch[row, end - CONTEXT : end]
+        return [probs[row, : counts[row]] for row in range(len(clips))], out_states
 
 
 def speech_segments(
