@@ -6,7 +6,7 @@ Failures are classified for the API: data that is not audio at all (415), audio 
 cannot be decoded (400), too long (413), or empty (400).
 
 Out: float32 mono at the voice's rate -> OGG/Opus (what Telegram voice notes use), WAV or
-MP3, encoded incrementally so a reply can stream sentence by sentence.
+MP3 (or raw PCM16 for live playback), encoded incrementally so a reply can stream sentence by sentence.
 """
 
 from __future__ import annotations
@@ -140,6 +140,8 @@ OUTPUT_FORMATS: dict[str, OutputFormat] = {
     "ogg": OutputFormat("ogg", "ogg", "libopus", "audio/ogg", 48000, 32000),
     "wav": OutputFormat("wav", "wav", "pcm_s16le", "audio/wav", None),
     "mp3": OutputFormat("mp3", "mp3", "libmp3lame", "audio/mpeg", None, 64000),
+    # raw 16-bit little-endian samples at the voice's rate, for live playback (WebSocket)
+    "pcm16": OutputFormat("pcm16", "s16le", "pcm_s16le", "audio/L16", None),
 }
 
 

@@ -86,7 +86,7 @@ class SentenceSpeaker:
         self.ahead = ahead
         self.deadline = deadline
         self._waiting: list[str] = []
-        self._running: list[asyncio.Task[Speech]] = []
+        self._running: list[tuple[str, asyncio.Task[Speech]]] = []
 
     def add(self, sentence: str) -> None:
         if sentence.strip():
@@ -96,34 +96,35 @@ class SentenceSpeaker:
     def _fill(self) -> None:
         while self._waiting and len(self._running) < self.ahead:
             sentence = self._waiting.pop(0)
-            self._running.append(
-                asyncio.create_task(
-                    self.triton.synthesize(
-                        sentence,
-                        pace=self.pace,
-                        speaker=self.speaker,
-                        model=self.model,
-                        deadline=self.deadline,
-                    )
+            task = asyncio.create_task(
+                self.triton.synthesize(
+                    sentence,
+                    pace=self.pace,
+                    speaker=self.speaker,
+                    model=self.model,
+                    deadline=self.deadline,
                 )
             )
+            self._running.append((sentence, task))
 
-    async def ready(self) -> AsyncIterator[Speech]:
-        """The finished sentences at the head of the queue, without waiting."""
-        while self._running and self._running[0].done():
-            speech = await self._running.pop(0)
+    async def ready(self) -> AsyncIterator[tuple[str, Speech]]:
+        """The finished sentences at the head of the queue, with their text, without waiting."""
+        while self._running and self._running[0][1].done():
+            sentence, task = self._running.pop(0)
+            speech = await task
             self._fill()
-            yield speech
+            yield sentence, speech
 
-    async def drain(self) -> AsyncIterator[Speech]:
-        """Every sentence still to come, in order."""
+    async def drain(self) -> AsyncIterator[tuple[str, Speech]]:
+        """Every sentence still to come, in order, with its text."""
         while self._running:
-            speech = await self._running.pop(0)
+            sentence, task = self._running.pop(0)
+            speech = await task
             self._fill()
-            yield speech
+            yield sentence, speech
 
     def cancel(self) -> None:
-        for task in self._running:
+        for _, task in self._running:
             task.cancel()
         self._running.clear()
         self._waiting.clear()
@@ -145,7 +146,7 @@ async def speak(
     for sentence in split_sentences(text):
         speaker_.add(sentence)
     try:
-        async for speech in speaker_.drain():
+        async for _, speech in speaker_.drain():
             if speech.audio.size:
                 yield speech
     finally:

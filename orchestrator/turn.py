@@ -17,6 +17,7 @@ gets it at once. Every stage holds an admission slot and runs under the turn's d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -25,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -52,6 +53,7 @@ from orchestrator.triton.client import Speech, TritonGateway
 from orchestrator.tts import SentenceSpeaker, split_sentences
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = ["ConversationNotFound", "NoSpeech", "TurnInProgress", "TurnRequest", "TurnService"]
 
@@ -63,9 +65,9 @@ SYSTEM_PROMPT = (
 DIDNT_CATCH = "Sorry, I didn't catch that. Could you say it again?"
 _CITATION = re.compile(r"\s*\[\d+\]")
 
-# What a turn yields as it goes: the transcript, reply text deltas, encoded audio, then
-# the stored turn.
-Event = tuple[Literal["transcript", "delta", "audio", "done"], object]
+# What a turn yields as it goes: the transcript, reply text deltas, encoded audio (each
+# sentence's piece after a ``spoken`` event saying what it says), then the stored turn.
+Event = tuple[Literal["transcript", "delta", "spoken", "audio", "done"], object]
 
 
 class NoSpeech(ValueError):
@@ -76,6 +78,50 @@ class TurnInProgress(RuntimeError):
     """Another request with this id is still running past this one's deadline (409)."""
 
     retry_after = 5
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """One sentence of a reply as it was synthesised: its text and how long it plays."""
+
+    text: str
+    seconds: float
+    sample_rate: int
+
+
+def heard_text(spoken: list[Spoken], heard_s: float) -> str:
+    """What a listener heard of a reply stopped after ``heard_s`` seconds of playback: the
+    sentences played in full, then the share of the next one's words played so far."""
+    words: list[str] = []
+    for piece in spoken:
+        if heard_s >= piece.seconds:
+            words += piece.text.split()
+            heard_s -= piece.seconds
+            continue
+        if piece.seconds > 0 and heard_s > 0:
+            said = piece.text.split()
+            words += said[: int(len(said) * heard_s / piece.seconds)]
+        break
+    return " ".join(words)
+
+
+class Interrupt:
+    """Set by a live channel when the user talks over the reply (barge-in).
+
+    The turn stops generating and synthesising at once, and stores the reply as far as
+    the user heard it: ``heard_s`` seconds of its audio (or, with no audio, the text so far).
+    """
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.heard_s = 0.0
+
+    def set(self, heard_s: float) -> None:
+        self.heard_s = max(0.0, heard_s)
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
 
 
 @dataclass(frozen=True)
@@ -98,6 +144,7 @@ class TurnResult:
     timings_ms: dict[str, float]
     models: dict[str, str]
     replayed: bool = False  # a retry: the stored turn, not a new one
+    interrupted: bool = False  # the user talked over it: ``reply`` is what they heard
 
     @classmethod
     def from_row(cls, turn: Turn) -> TurnResult:
@@ -113,6 +160,7 @@ class TurnResult:
             timings_ms=dict(turn.timings_ms),
             models=dict(turn.models),
             replayed=True,
+            interrupted=turn.interrupted,
         )
 
 
@@ -129,6 +177,7 @@ class TurnRequest:
     fmt: str | None = None  # the reply's audio format; None: text only
     max_audio_seconds: float | None = None  # a channel's own, tighter limit
     replay_audio: bool = True  # a retried request gets its stored answer spoken again
+    interrupt: Interrupt | None = None  # a live channel's barge-in
 
 
 @dataclass
@@ -359,8 +408,11 @@ class TurnService:
             out = ReplyAudio(request.fmt, on_first=lambda: clock.lap("first_audio"))
 
         reply: list[str] = []
+        said: list[Spoken] = []  # each sentence's audio, as it is sent
+        interrupt = request.interrupt
+        stop = interrupt.event if interrupt is not None else None
         try:
-            async for delta in self.generate(messages, deadline):
+            async for delta in until(self.generate(messages, deadline), stop):
                 if not reply:
                     clock.lap("first_token")  # the LLM's prefill of the whole prompt
                 reply.append(delta)
@@ -368,19 +420,28 @@ class TurnService:
                 if voice is not None and out is not None:
                     for sentence in sentences.push(delta):
                         voice.add(spoken(sentence))
-                    async for speech in voice.ready():
+                    async for text, speech in voice.ready():
+                        said.append(Spoken(text, speech.seconds, speech.sample_rate))
+                        yield "spoken", said[-1]
                         yield "audio", await out.write(speech)
             clock.lap("generate")
-            if voice is not None and out is not None:
+            if voice is not None and out is not None and not (stop and stop.is_set()):
                 for sentence in sentences.flush():
                     voice.add(spoken(sentence))
-                async for speech in voice.drain():
+                async for text, speech in until(voice.drain(), stop):
+                    said.append(Spoken(text, speech.seconds, speech.sample_rate))
+                    yield "spoken", said[-1]
                     yield "audio", await out.write(speech)
+            if voice is not None and out is not None:
                 yield "audio", out.close()
                 clock.lap("synthesise")
         finally:
             if voice is not None:
                 voice.cancel()
+        interrupted = interrupt is not None and interrupt.is_set()
+        answer = "".join(reply).strip()
+        if interrupted and interrupt is not None and voice is not None:
+            answer = heard_text(said, interrupt.heard_s)
         yield (
             "done",
             await self.store(
@@ -390,7 +451,7 @@ class TurnService:
                     user_id=principal.user_id,
                     request_id=request.request_id,
                     transcript=question,
-                    reply="".join(reply).strip(),
+                    reply=answer,
                     sources=[
                         {
                             "ref": s.ref,
@@ -402,10 +463,22 @@ class TurnService:
                     ],
                     timings_ms=clock.timings_ms,
                     models=self.models,
+                    interrupted=interrupted,
                 ),
                 sources,
             ),
         )
+
+    async def interrupted(
+        self, principal: Principal, result: TurnResult, said: list[Spoken], heard_s: float
+    ) -> str:
+        """The user talked over a stored turn's reply while it played: keep what they heard."""
+        heard = heard_text(said, heard_s)
+        async with self.sessions() as session:
+            await crud.mark_interrupted(
+                session, user_id=principal.user_id, turn_id=result.turn_id, heard=heard
+            )
+        return heard
 
     async def store(
         self, request: TurnRequest, token: uuid.UUID, turn: NewTurn, sources: list[Source]
@@ -470,7 +543,8 @@ class TurnService:
                 voice.add(sentence)
             out = ReplyAudio(fmt)
             try:
-                async for speech in voice.drain():
+                async for text, speech in voice.drain():
+                    yield "spoken", Spoken(text, speech.seconds, speech.sample_rate)
                     yield "audio", await out.write(speech)
             finally:
                 voice.cancel()
@@ -499,6 +573,34 @@ class ReplyAudio:
     def close(self) -> bytes:
         """The stream's last bytes (none when no sentence had audio)."""
         return self._encoder.close() if self._encoder is not None else b""
+
+
+async def until(items: AsyncIterator[T], stop: asyncio.Event | None) -> AsyncIterator[T]:
+    """``items`` until ``stop`` is set: the item being awaited then is cancelled at once
+    (a Triton stream or a synthesis), not waited for."""
+    if stop is None:
+        async for item in items:
+            yield item
+        return
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            step = asyncio.ensure_future(anext(items))  # type: ignore[arg-type]
+            await asyncio.wait({step, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await step
+                return
+            try:
+                item = step.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        stopped.cancel()
+        with contextlib.suppress(RuntimeError):  # already closed by the cancelled step
+            await items.aclose()  # type: ignore[attr-defined]
 
 
 async def collect(events: AsyncIterator[Event]) -> tuple[TurnResult, bytes]:

@@ -229,6 +229,7 @@ class TurnOut(BaseModel):
     timings_ms: dict[str, float]
     models: dict[str, str]
     replayed: bool = Field(False, description="True when a retried request id found its turn.")
+    interrupted: bool = Field(False, description="Live only: the user talked over the reply.")
     audio: TurnAudio | None = None
 
 
@@ -241,6 +242,9 @@ class StoredTurn(BaseModel):
     sources: list[dict]
     timings_ms: dict[str, float]
     models: dict[str, str]
+    interrupted: bool = Field(
+        False, description="The user talked over the reply; reply is the part they heard."
+    )
     created_at: datetime
 
 
@@ -264,6 +268,7 @@ class ConversationOut(BaseModel):
                     sources=t.sources,
                     timings_ms=t.timings_ms,
                     models=t.models,
+                    interrupted=t.interrupted,
                     created_at=t.created_at,
                 )
                 for t in turns

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +37,7 @@ class NewTurn:
     sources: list[dict]
     timings_ms: dict[str, float]
     models: dict[str, str]
+    interrupted: bool = False
 
 
 async def owned_conversation(
@@ -177,6 +178,7 @@ async def store_turn(
         sources=turn.sources,
         timings_ms=turn.timings_ms,
         models=turn.models,
+        interrupted=turn.interrupted,
     )
     session.add(row)
     if token is not None:
@@ -189,3 +191,16 @@ async def store_turn(
         )
     await session.commit()
     return row
+
+
+async def mark_interrupted(
+    session: AsyncSession, *, user_id: str, turn_id: uuid.UUID, heard: str
+) -> bool:
+    """The user talked over a stored turn's reply: keep only what they heard of it."""
+    result = await session.execute(
+        update(Turn)
+        .where(Turn.id == turn_id, Turn.user_id == user_id)
+        .values(reply=heard, interrupted=True)
+    )
+    await session.commit()
+    return bool(result.rowcount)

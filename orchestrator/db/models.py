@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -121,6 +122,8 @@ class Turn(Base):
     sources: Mapped[list] = mapped_column(JSONB)
     timings_ms: Mapped[dict] = mapped_column(JSONB)
     models: Mapped[dict] = mapped_column(JSONB)
+    # the user talked over the reply: ``reply`` is the part they heard
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     conversation: Mapped[Conversation] = relationship(back_populates="turns")

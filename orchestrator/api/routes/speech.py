@@ -140,7 +140,7 @@ _NOTHING_TO_SAY = "the text has nothing speakable in it (only emoji, symbols or 
     response_class=Response,
     responses={
         200: {
-            "content": {f.media_type: {} for f in OUTPUT_FORMATS.values()},
+            "content": {OUTPUT_FORMATS[f].media_type: {} for f in ("ogg", "wav", "mp3")},
             "description": "The speech, in the chosen format.",
         },
         **{code: {"model": ErrorOut} for code in (400, 406, 413, 422, 502, 503)},

@@ -53,6 +53,7 @@ def _turn_out(result: TurnResult, audio: TurnAudio | None) -> TurnOut:
         timings_ms=result.timings_ms,
         models=result.models,
         replayed=result.replayed,
+        interrupted=result.interrupted,
         audio=audio,
     )
 
