@@ -131,6 +131,33 @@ def encode_upload(samples: np.ndarray, *, fmt: str, codec: str, rate: int = 4800
     return encoder.getvalue()
 
 
+def opus_packets(samples: np.ndarray, *, rate: int = 48000, frame_ms: int = 20) -> list[bytes]:
+    """16 kHz mono float32 -> raw Opus packets, one per ``frame_ms`` (as WebCodecs makes)."""
+    import av
+
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = rate, "mono", "s16"  # type: ignore[attr-defined]
+    encoder.bit_rate = 32000
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+    frame = av.AudioFrame.from_ndarray(
+        (np.clip(samples, -1, 1) * 32767).astype(np.int16).reshape(1, -1),
+        format="s16",
+        layout="mono",
+    )
+    frame.sample_rate = 16000
+    pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in resampler.resample(frame)])
+    step = rate * frame_ms // 1000
+    packets: list[bytes] = []
+    for i in range(0, len(pcm) - step + 1, step):
+        piece = av.AudioFrame.from_ndarray(
+            pcm[i : i + step].reshape(1, -1), format="s16", layout="mono"
+        )
+        piece.sample_rate = rate
+        packets += [bytes(p) for p in encoder.encode(piece)]  # type: ignore[attr-defined]
+    packets += [bytes(p) for p in encoder.encode(None)]  # type: ignore[attr-defined]
+    return packets
+
+
 def normalise(text: str) -> str:
     """Lower case, no punctuation, single spaces: what WER is computed on."""
     text = re.sub(r"[^\w\s']", " ", text.lower())

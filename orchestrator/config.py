@@ -180,6 +180,36 @@ class Settings(BaseSettings):
         96, ge=8, le=1024, description="Longest spoken reply, in tokens (voice replies are short)."
     )
 
+    # --- live voice (the /v1/realtime WebSocket) ------------------------------------------
+    realtime_end_silence_s: float = Field(
+        0.5,
+        ge=0.1,
+        le=5,
+        description="Live voice: the turn ends after this much silence following speech.",
+    )
+    realtime_pause_s: float = Field(
+        0.25,
+        ge=0.1,
+        le=5,
+        description="Live voice: a pause this long within speech has its speech so far "
+        "transcribed at once, so at the end of the turn little is left to transcribe.",
+    )
+    realtime_partial_interval_s: float = Field(
+        1.0, ge=0.2, description="Live voice: a partial transcript at most this often."
+    )
+    realtime_max_utterance_s: float = Field(
+        30.0, ge=1, le=120, description="Live voice: longer speech is answered at this length."
+    )
+    realtime_max_sessions: int = Field(
+        32, ge=1, description="Live voice sessions at once; more are refused (503)."
+    )
+    realtime_idle_timeout_s: float = Field(
+        120.0, gt=0, description="Live voice: a session with no message this long is closed."
+    )
+    realtime_max_message_bytes: int = Field(
+        64 * 1024, ge=1024, description="Live voice: the largest message a client may send."
+    )
+
     # --- retrieval ----------------------------------------------------------------------
     embed_model: str = "embed"
     embed_batch_size: int = Field(32, ge=1, le=64)

@@ -48,3 +48,7 @@ REFUSED = Counter(
     "Requests refused before any work, by cause (401, 429, 503, ...).",
     ["cause"],
 )
+LIVE_SESSIONS = Gauge("june_live_sessions", "Live voice (WebSocket) sessions open now.")
+BARGE_INS = Counter(
+    "june_barge_ins_total", "Replies stopped because the user talked over them (live voice)."
+)

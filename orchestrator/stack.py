@@ -94,6 +94,8 @@ def _run_uvicorn(settings: Settings, database_url: str, triton: TritonServer | N
         # longer than clients keep idle connections (httpx: 5 s), so a client never
         # reuses a connection the server is closing at that moment
         timeout_keep_alive=75,
+        # /v1/realtime refuses messages over its own limit with an error event first
+        ws_max_size=4 * settings.realtime_max_message_bytes,
     )
     log.info("June is up: http://%s:%d (docs at /docs)", settings.host, settings.port)
     uvicorn.Server(config).run()

@@ -16,7 +16,15 @@ from orchestrator.api.deps import require_key
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.gates import CancelOnDisconnect, KeyGate
 from orchestrator.api.limits import BodySizeLimit
-from orchestrator.api.routes import chat, documents, health, speech, telegram, voice
+from orchestrator.api.routes import (
+    chat,
+    documents,
+    health,
+    realtime,
+    speech,
+    telegram,
+    voice,
+)
 from orchestrator.auth import RateLimiter
 from orchestrator.config import Settings
 from orchestrator.db.engine import make_async_engine, make_sessionmaker
@@ -69,6 +77,7 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
         app.state.turns = TurnService(
             settings, app.state.triton, app.state.sessionmaker, admission=app.state.admission
         )
+        app.state.live_sessions = 0  # open /v1/realtime sessions
         app.state.bot = await _start_bot(settings, app.state.turns)
         app.state.doctor.start()
         try:
@@ -93,6 +102,7 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
     app.include_router(chat.router, dependencies=keyed)
     app.include_router(documents.router, dependencies=keyed)
     app.include_router(voice.router, dependencies=keyed)
+    app.include_router(realtime.router)  # its key comes in the first message (browsers)
     install_error_handlers(app)
     _install_metrics(app)
     # Outermost last: a client that leaves cancels everything below; the key is checked
