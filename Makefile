@@ -5,10 +5,12 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian packages: libb64-0d for perf_analyzer, espeak-ng for test speech.
+# Debian packages: libb64-0d for perf_analyzer, espeak-ng for test speech; the tests also
+# drive the voice page in a real headless browser (chromium, chromium-driver).
 DEB_PACKAGES := libb64-0d espeak-ng
+DEB_TEST_PACKAGES := chromium chromium-driver
 
-.PHONY: serve test lint format system-deps install-serve install-dev install-bench nemo-env clean
+.PHONY: serve test lint format system-deps test-deps install-serve install-dev install-bench nemo-env clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +36,7 @@ $(VENV)/.stamp-bench: $(VENV)/.stamp-dev
 	@touch $@
 
 install-serve: $(VENV)/.stamp-export system-deps
-install-dev: $(VENV)/.stamp-dev system-deps
+install-dev: $(VENV)/.stamp-dev system-deps test-deps
 install-bench: $(VENV)/.stamp-bench system-deps
 
 # NeMo (FastPitch + HiFi-GAN export) needs numpy 2, so it gets its own environment,
@@ -42,8 +44,9 @@ install-bench: $(VENV)/.stamp-bench system-deps
 nemo-env: $(VENV)/.stamp-export
 	$(BIN)/june export nemo-env
 
-system-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# $(call apt_install,packages): install the missing ones (as root), or say how.
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages: $$missing"; \
@@ -52,6 +55,13 @@ system-deps:
 	    echo "missing Debian packages: $$missing (sudo apt-get install $$missing)" >&2; exit 1; \
 	  fi; \
 	fi
+endef
+
+system-deps:
+	$(call apt_install,$(DEB_PACKAGES))
+
+test-deps:
+	$(call apt_install,$(DEB_TEST_PACKAGES))
 
 serve: install-serve
 	$(BIN)/june serve

@@ -24,6 +24,7 @@ from orchestrator.api.routes import (
     speech,
     telegram,
     voice,
+    web,
 )
 from orchestrator.auth import RateLimiter
 from orchestrator.config import Settings
@@ -97,6 +98,7 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
     )
     keyed = [Depends(require_key)]  # every endpoint but /health needs an API key
     app.include_router(health.router)
+    app.include_router(web.router)  # the voice page: it asks for the key itself
     app.include_router(telegram.router)  # Telegram's secret token, not an API key
     app.include_router(speech.router, dependencies=keyed)
     app.include_router(chat.router, dependencies=keyed)

@@ -23,8 +23,9 @@ from orchestrator.auth import AuthError, authenticate
 
 log = logging.getLogger(__name__)
 
-# Paths anyone may call: liveness, the API docs, and Telegram's webhook (its own secret).
-PUBLIC = ("/health", "/docs", "/redoc", "/openapi.json", "/telegram/webhook")
+# Paths anyone may call: liveness, the API docs, Telegram's webhook (its own secret), and
+# the voice page at "/" with its files (it asks for the key and sends it itself).
+PUBLIC = ("/health", "/docs", "/redoc", "/openapi.json", "/telegram/webhook", "/web/")
 
 
 def key_from(headers: dict[bytes, bytes]) -> str | None:
@@ -43,7 +44,8 @@ class KeyGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path.startswith(PUBLIC) or scope["method"] == "OPTIONS":
+        public = path == "/" or path.startswith(PUBLIC)
+        if scope["type"] != "http" or public or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
