@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -432,6 +433,29 @@ def voice_turn_cmd(
             for r in results
         ],
         markdown_tables(results),
+    )
+
+
+@perf_app.command("realtime")
+def realtime_cmd(
+    runs: Annotated[int, typer.Option(help="Turns per mode (median reported).")] = 10,
+) -> None:
+    """Live voice: end of speech to the first reply audio over /v1/realtime, against the
+    upload turn (POST /v1/voice, streamed), same question, stack and run."""
+    from benchmarks.realtime import LIVE, UPLOAD, markdown_tables, run_benchmark
+    from orchestrator.config import get_settings
+
+    settings = get_settings()
+    upload, live = run_benchmark(settings, settings.data_dir / "bench-realtime", runs=runs)
+    first = statistics.median(live.first_audio_s)
+    show(
+        "Live voice: end of speech to first reply audio, same question, stack and run",
+        ["mode", "first audio byte s (median)", "vs upload turn"],
+        [
+            [UPLOAD, f"{upload.first:.2f}", "1.00x"],
+            [LIVE, f"{first:.2f}", f"{first / upload.first:.2f}x"],
+        ],
+        markdown_tables(upload, live),
     )
 
 

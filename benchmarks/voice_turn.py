@@ -144,7 +144,7 @@ class HandBuilt:
         )
 
 
-def _streamed_turn(client: httpx.Client, wav: bytes, times: TurnTimes) -> None:
+def streamed_turn(client: httpx.Client, wav: bytes, times: TurnTimes) -> None:
     start = time.perf_counter()
     first: float | None = None
     event = ""
@@ -166,17 +166,11 @@ def _streamed_turn(client: httpx.Client, wav: bytes, times: TurnTimes) -> None:
     times.first_audio_s.append(first if first is not None else times.last_byte_s[-1])
 
 
-def _june_turns(
-    stack: ExitStack,
-    repo: Path,
-    runtime_dir: Path,
-    database_url: str,
-    key: str,
-    wav: bytes,
-    times: TurnTimes,
-    runs: int,
-    document: str | None,
-) -> None:
+def start_june(
+    stack: ExitStack, repo: Path, runtime_dir: Path, database_url: str, port: int = 28380
+) -> str:
+    """tritonserver on ``repo`` and the orchestrator under uvicorn, on loopback, until
+    ``stack`` closes; returns the orchestrator's URL."""
     import uvicorn
 
     from orchestrator.api.app import create_app
@@ -195,10 +189,10 @@ def _june_turns(
         triton_http_port=triton.http_port,
         model_repository=repo,
         rate_limit_per_minute=10_000,
-        port=28380,
+        port=port,
     )
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=28380, log_level="warning")
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -206,18 +200,33 @@ def _june_turns(
     stack.callback(setattr, server, "should_exit", True)
     while not server.started:
         time.sleep(0.1)
+    return f"http://127.0.0.1:{port}"
+
+
+def june_client(stack: ExitStack, url: str, key: str, document: str | None) -> httpx.Client:
     client = stack.enter_context(
-        httpx.Client(
-            base_url="http://127.0.0.1:28380",
-            headers={"authorization": f"Bearer {key}"},
-            timeout=120,
-        )
+        httpx.Client(base_url=url, headers={"authorization": f"Bearer {key}"}, timeout=120)
     )
     if document:
         client.post("/v1/documents", json={"title": "Office notes", "text": document})
-    _streamed_turn(client, wav, TurnTimes("warm-up"))
+    return client
+
+
+def _june_turns(
+    stack: ExitStack,
+    repo: Path,
+    runtime_dir: Path,
+    database_url: str,
+    key: str,
+    wav: bytes,
+    times: TurnTimes,
+    runs: int,
+    document: str | None,
+) -> None:
+    client = june_client(stack, start_june(stack, repo, runtime_dir, database_url), key, document)
+    streamed_turn(client, wav, TurnTimes("warm-up"))
     for i in range(runs):
-        _streamed_turn(client, wav, times)
+        streamed_turn(client, wav, times)
         log.info("%s, run %d: first audio %.2f s", times.mode, i + 1, times.first_audio_s[-1])
 
 

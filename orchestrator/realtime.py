@@ -143,7 +143,7 @@ class VoiceActivity:
         self.frame = 0  # frames seen
         self.speaking = False
         self._candidate: int | None = None  # a possible start, not yet long enough
-        self._quiet = 0  # silent frames in a row
+        self.quiet = 0  # silent frames in a row
         self._paused = False
 
     def push(self, probs: np.ndarray) -> list[Activity]:
@@ -154,34 +154,34 @@ class VoiceActivity:
             if not self.speaking:
                 if self._candidate is None:
                     if p >= self.threshold:
-                        self._candidate, self._quiet = i, 0
+                        self._candidate, self.quiet = i, 0
                     continue
-                self._quiet = self._quiet + 1 if p < self.off else 0
-                if self._quiet >= self.blip_silence:
+                self.quiet = self.quiet + 1 if p < self.off else 0
+                if self.quiet >= self.blip_silence:
                     self._candidate = None  # a blip
                 elif i + 1 - self._candidate >= self.min_speech:
-                    self.speaking, self._paused, self._quiet = True, False, 0
+                    self.speaking, self._paused, self.quiet = True, False, 0
                     events.append(Activity("start", self._candidate))
                     self._candidate = None
                 continue
             if p >= self.off:
                 if self._paused:
                     events.append(Activity("resume", i))
-                self._quiet, self._paused = 0, False
+                self.quiet, self._paused = 0, False
                 continue
-            self._quiet += 1
-            silent_from = i + 1 - self._quiet
-            if self._quiet == self.pause:
+            self.quiet += 1
+            silent_from = i + 1 - self.quiet
+            if self.quiet == self.pause:
                 self._paused = True
                 events.append(Activity("pause", silent_from))
-            if self._quiet >= self.end:
-                self.speaking, self._paused, self._quiet = False, False, 0
+            if self.quiet >= self.end:
+                self.speaking, self._paused, self.quiet = False, False, 0
                 events.append(Activity("end", silent_from))
         return events
 
     def reset(self) -> None:
         """The turn was ended by the client (push-to-talk): listen for new speech."""
-        self.speaking, self._candidate, self._quiet, self._paused = False, None, 0, False
+        self.speaking, self._candidate, self.quiet, self._paused = False, None, 0, False
 
 
 # --- the session ---------------------------------------------------------------------------
@@ -233,7 +233,8 @@ class LiveSession:
         self._start: int | None = None  # its first sample
         self._committed = 0  # the sample up to which pieces are being transcribed
         self._pieces: list[asyncio.Task[str]] = []
-        self._partial: asyncio.Task[None] | None = None
+        self._partial: asyncio.Task[str] | None = None
+        self._partial_span = (0, 0)  # the samples the partial transcript covers
         self._last_partial = 0
         self._partial_text = ""
         # the reply
@@ -292,9 +293,9 @@ class LiveSession:
         if activity.kind == "start":
             await self._speech_started(activity.frame)
         elif activity.kind == "pause" and self._start is not None:
-            self._transcribe_piece(self._sample(activity.frame) + int(PAD_S * SAMPLE_RATE))
+            self._transcribe_piece(self._sample(activity.frame))
         elif activity.kind == "end" and self._start is not None and not self.manual:
-            await self._speech_ended(self._sample(activity.frame) + int(PAD_S * SAMPLE_RATE))
+            await self._speech_ended(self._sample(activity.frame))
 
     async def _speech_started(self, frame: int) -> None:
         if self._start is not None:
@@ -311,30 +312,47 @@ class LiveSession:
             await self._speech_ended(now)  # too long: answer what was said
             return
         interval = self.settings.realtime_partial_interval_s * SAMPLE_RATE
-        busy = (self._partial is not None and not self._partial.done()) or any(
-            not p.done() for p in self._pieces
-        )
-        if not busy and now - self._last_partial >= interval and now - self._committed > interval:
+        asr = self.turns.admission.stages["asr"]
+        if (
+            (self._partial is not None and not self._partial.done())
+            or any(not p.done() for p in self._pieces)
+            or asr.active >= asr.concurrency  # partials never queue for Whisper
+            or now - self._last_partial < interval / 3
+        ):
+            return
+        # A partial starts where the speaker stops for a moment (two silent frames): it then
+        # holds all the speech so far, and if the moment becomes a pause, the partial is the
+        # piece, started earlier. Speech with no such moment gets one every two intervals.
+        gap = self.vad.quiet >= 2 and now - self._last_partial >= interval
+        if gap or now - self._last_partial >= 2 * interval:
             self._last_partial = now
+            self._partial_span = (self._committed, now)
             self._partial = self._spawn(self._partial_transcript(self._committed, now))
 
     # --- transcribe ------------------------------------------------------------------------
 
-    def _transcribe_piece(self, end: int) -> None:
-        """Transcribe the speech from the last piece's end to ``end``, in the background."""
-        end = min(end, self._heard_to)
+    def _transcribe_piece(self, speech_end: int) -> None:
+        """Transcribe the speech from the last piece's end to ``speech_end`` (the first
+        silent sample), in the background. Pieces run at once (Triton batches them) and are
+        joined in order. A partial transcript already covering the piece is the piece."""
+        speech_end = min(speech_end, self._heard_to)
+        end = min(speech_end + int(PAD_S * SAMPLE_RATE), self._heard_to)
         if end - self._committed < int(0.1 * SAMPLE_RATE):
             return
+        partial, (start, covered) = self._partial, self._partial_span
+        self._partial = None
+        if partial is not None and start == self._committed and covered >= speech_end:
+            log.debug("piece of %.2f s: its partial transcript", (covered - start) / SAMPLE_RATE)
+            self._committed = end
+            self._pieces.append(partial)
+            return
+        if partial is not None:
+            partial.cancel()  # the piece supersedes it
         audio, self._committed = self._clip(self._committed, end), end
-        if self._partial is not None:
-            self._partial.cancel()  # the piece supersedes it
-        before = self._pieces[-1] if self._pieces else None
-        self._pieces.append(self._spawn(self._piece(audio, before)))
+        log.debug("piece of %.2f s to transcribe", len(audio) / SAMPLE_RATE)
+        self._pieces.append(self._spawn(self._piece(audio)))
 
-    async def _piece(self, audio: np.ndarray, before: asyncio.Task[str] | None) -> str:
-        if before is not None:  # one piece at a time, in order
-            with contextlib.suppress(Exception):
-                await before
+    async def _piece(self, audio: np.ndarray) -> str:
         self.turns.work.charge(
             self.principal.key_id, work_units(audio_seconds=len(audio) / SAMPLE_RATE)
         )
@@ -347,15 +365,22 @@ class LiveSession:
         except NoSpeech:
             return ""
 
-    async def _partial_transcript(self, start: int, end: int) -> None:
+    async def _partial_transcript(self, start: int, end: int) -> str:
+        """The speech since the last piece, so far (it becomes the piece if the speaker
+        pauses without saying more)."""
+        log.debug("partial over %.2f s", (end - start) / SAMPLE_RATE)
+        audio = self._clip(start, end)
         try:
-            text = await self._asr(self._clip(start, end))
+            text = await self._asr(audio)
         except Overloaded:
-            return  # partials are a courtesy: skipped when the server is busy
+            if self._partial is None and self._partial_span == (start, end):
+                return await self._piece(audio)  # it was taken as a piece: it must be heard
+            return ""  # partials are a courtesy: skipped when the server is busy
         done = [p.result() for p in self._pieces if p.done() and not p.exception()]
         self._partial_text = " ".join(t for t in [*done, text] if t)
         if self._start is not None and self._partial_text:
             await self.out.event("partial_transcript", text=self._partial_text)
+        return text
 
     async def commit(self) -> None:
         """The client says the speech has ended (push-to-talk released)."""
@@ -365,12 +390,13 @@ class LiveSession:
         else:
             await self.out.event("transcript", text="", turn=None)  # no speech was heard
 
-    async def _speech_ended(self, end: int) -> None:
-        self._transcribe_piece(end)
+    async def _speech_ended(self, speech_end: int) -> None:
+        self._transcribe_piece(speech_end)
         pieces, self._pieces = self._pieces, []
         self._start = None
         if self._partial is not None:
             self._partial.cancel()
+            self._partial = None
         await self.out.event("speech_stopped")
         self._spawn(self._answer(pieces))
 
