@@ -28,7 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.voice_turn import DOCUMENT, QUESTION, TurnTimes, june_client, start_june
+from benchmarks.voice_turn import (
+    DOCUMENT,
+    QUESTION,
+    STAGES,
+    TurnTimes,
+    bench_database,
+    june_client,
+    start_june,
+)
 from orchestrator.config import Settings
 
 log = logging.getLogger("june.bench.realtime")
@@ -85,28 +93,18 @@ def run_benchmark(
     settings: Settings, runtime_dir: Path, *, runs: int = 10
 ) -> tuple[TurnTimes, LiveTimes]:
     """The stack ``june serve`` would run for ``settings``, built into ``runtime_dir``."""
-    from sqlalchemy.orm import Session
-
     from benchmarks.speech import piper_wav, to_16k
     from benchmarks.voice_turn import streamed_turn
     from exporters.cli import build_from_settings
-    from orchestrator.auth import create_key
-    from orchestrator.db.engine import EmbeddedPostgres, make_sync_engine
-    from orchestrator.db.migrate import upgrade
 
     wav = piper_wav(QUESTION)
     audio = to_16k(wav)
     log.info("question: %.1f s of speech", last_voiced_sample(audio) / 16000)
     upload, live = TurnTimes(UPLOAD), LiveTimes()
     with ExitStack() as stack:
-        pg = stack.enter_context(EmbeddedPostgres(runtime_dir / "pgdata"))
-        upgrade(pg.url)
-        engine = make_sync_engine(pg.url)
-        with Session(engine) as session:
-            key = create_key(session, user_id="bench", name="realtime").key
-        engine.dispose()
+        database_url, key = bench_database(stack, runtime_dir, "realtime")
         repo = build_from_settings(settings, profile="cpu", out=runtime_dir / "repo")
-        url = start_june(stack, repo, runtime_dir, pg.url, port=28390)
+        url = start_june(stack, repo, runtime_dir, database_url, port=28390)
         client = june_client(stack, url, key, DOCUMENT)
         streamed_turn(client, wav, TurnTimes("warm-up"))
         asyncio.run(live_turn(url, key, audio, LiveTimes()))
@@ -136,15 +134,7 @@ def markdown_tables(upload: TurnTimes, live: LiveTimes) -> str:
     for kind, label in MARKS:
         lines.append(f"| {label} | {statistics.median(live.marks_ms[kind]):.0f} |")
     lines += ["", "| server stage (median ms) | upload turn | live |", "|---|---:|---:|"]
-    for stage in (
-        "decode",
-        "vad",
-        "transcribe",
-        "retrieve",
-        "prompt",
-        "first_token",
-        "first_audio",
-    ):
+    for stage in STAGES[: STAGES.index("first_audio") + 1]:  # up to the first audio
         cells = [
             f"{statistics.median(t[stage]):.0f}" if stage in t else "-"
             for t in (upload.stages_ms, live.stages_ms)

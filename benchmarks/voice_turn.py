@@ -166,6 +166,23 @@ def streamed_turn(client: httpx.Client, wav: bytes, times: TurnTimes) -> None:
     times.first_audio_s.append(first if first is not None else times.last_byte_s[-1])
 
 
+def bench_database(stack: ExitStack, runtime_dir: Path, name: str) -> tuple[str, str]:
+    """Embedded Postgres + pgvector until ``stack`` closes, migrated, with a user's key."""
+    from sqlalchemy.orm import Session
+
+    from orchestrator.auth import create_key
+    from orchestrator.db.engine import EmbeddedPostgres, make_sync_engine
+    from orchestrator.db.migrate import upgrade
+
+    pg = stack.enter_context(EmbeddedPostgres(runtime_dir / "pgdata"))
+    upgrade(pg.url)
+    engine = make_sync_engine(pg.url)
+    with Session(engine) as session:
+        key = create_key(session, user_id="bench", name=name).key
+    engine.dispose()
+    return pg.url, key
+
+
 def start_june(
     stack: ExitStack, repo: Path, runtime_dir: Path, database_url: str, port: int = 28380
 ) -> str:
@@ -240,13 +257,9 @@ def run_benchmark(
     llm_threads: int = 0,
     hand_built: bool = True,
 ) -> list[TurnTimes]:
-    from sqlalchemy.orm import Session
 
     from benchmarks.speech import piper_wav, to_16k
     from exporters.repository import PROFILE_DEFAULTS, build_repository
-    from orchestrator.auth import create_key
-    from orchestrator.db.engine import EmbeddedPostgres, make_sync_engine
-    from orchestrator.db.migrate import upgrade
 
     wav = piper_wav(QUESTION)
     log.info("question: %.1f s of speech", len(to_16k(wav)) / 16000)
@@ -262,12 +275,7 @@ def run_benchmark(
         results.append(baseline)
 
     with ExitStack() as outer:
-        pg = outer.enter_context(EmbeddedPostgres(runtime_dir / "pgdata"))
-        upgrade(pg.url)
-        engine = make_sync_engine(pg.url)
-        with Session(engine) as session:
-            key = create_key(session, user_id="bench", name="voice-turn").key
-        engine.dispose()
+        database_url, key = bench_database(outer, runtime_dir, "voice-turn")
         adaptive = PROFILE_DEFAULTS["cpu"]["asr_window_floor_s"]
         for mode, floor, precision in ((FULL, "30", "fp32"), (ADAPTIVE, adaptive, asr_precision)):
             repo = build_repository(
@@ -282,7 +290,7 @@ def run_benchmark(
             with ExitStack() as stack:
                 # the user's document is stored once (Postgres outlives both stacks)
                 document = DOCUMENT if not results or results[-1].mode == BASELINE else None
-                _june_turns(stack, repo, runtime_dir, pg.url, key, wav, times, runs, document)
+                _june_turns(stack, repo, runtime_dir, database_url, key, wav, times, runs, document)
             results.append(times)
     return results
 

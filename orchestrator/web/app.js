@@ -278,6 +278,20 @@ function stopMic() {
 
 // --- controls ---------------------------------------------------------------------------
 
+// The session and the microphone, opened on a click (browsers start audio only then).
+async function openMic() {
+  player = player || new Player();
+  await player.ctx.resume();
+  try {
+    await connect();
+    await startMic();
+    return true;
+  } catch (error) {
+    setState("error", `Could not start: ${error.message}`);
+    return false;
+  }
+}
+
 async function toggleListening() {
   const listen = $("listen");
   if (sending) {
@@ -285,15 +299,7 @@ async function toggleListening() {
     setState("idle", "Not listening");
     return;
   }
-  player = player || new Player();
-  await player.ctx.resume();
-  try {
-    await connect();
-    await startMic();
-  } catch (error) {
-    setState("error", `Could not start: ${error.message}`);
-    return;
-  }
+  if (!(await openMic())) return;
   sending = true;
   listen.setAttribute("aria-pressed", "true");
   listen.textContent = "Stop listening";
@@ -302,15 +308,7 @@ async function toggleListening() {
 
 async function holdToTalk(event) {
   event.preventDefault();
-  player = player || new Player();
-  await player.ctx.resume();
-  try {
-    await connect();
-    await startMic();
-  } catch (error) {
-    setState("error", `Could not start: ${error.message}`);
-    return;
-  }
+  if (!(await openMic())) return;
   if (player.playing) {
     player.stop();
     ws.send(JSON.stringify({ type: "interrupt" }));

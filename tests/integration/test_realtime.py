@@ -263,3 +263,22 @@ def test_sixteen_sessions_at_once_complete_or_are_refused_cleanly(server, key):
     assert len(done) >= 4 and len(refused) >= 8 - 4  # eight admitted; some may be shed
     assert all("boston" in words(c.events("turn_done")[0].body["transcript"]) for c in done)
     assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_push_to_talk_answers_on_commit_not_on_silence(server, key):
+    question = spoken("The train to Boston leaves from platform seven.")
+
+    async def talk() -> LiveClient:
+        async with LiveClient(server.url, key, turn_detection="manual") as client:
+            await client.wait_for("ready")
+            await client.send_audio(np.concatenate([question, silence(1.5)]), realtime=False)
+            await client.send_json({"type": "ping"})  # everything sent has been heard
+            await client.wait_for("pong")
+            assert "speech_stopped" not in client.kinds  # silence does not end the turn
+            await client.send_json({"type": "commit"})
+            await client.wait_for("turn_done", timeout=120)
+            return client
+
+    client = run(talk())
+    assert client.kinds.count("speech_started") == 1
+    assert "boston" in words(client.events("turn_done")[0].body["transcript"])
