@@ -120,7 +120,8 @@ class Stage:
 
 
 class Admission:
-    """The stages of a turn, sized from settings: ``turn``, ``asr``, ``llm``, ``tts``, ``embed``."""
+    """The stages of a turn, sized from settings: ``turn``, ``asr``, ``llm``, ``tts``,
+    ``embed``, ``vad``."""
 
     def __init__(self, settings: Settings) -> None:
         sizes = {
@@ -129,6 +130,7 @@ class Admission:
             "llm": settings.llm_concurrency,
             "tts": settings.tts_concurrency,
             "embed": settings.embed_concurrency,
+            "vad": settings.vad_concurrency,
         }
         self.stages = {
             name: Stage(

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     llm_concurrency: int = Field(4, ge=1, description="LLM streams in flight at once.")
     tts_concurrency: int = Field(2, ge=1, description="TTS calls in flight at once.")
     embed_concurrency: int = Field(4, ge=1, description="Embedding calls in flight at once.")
+    vad_concurrency: int = Field(
+        8, ge=1, description="VAD calls in flight at once (live sessions call it every 128 ms)."
+    )
     turn_concurrency: int = Field(8, ge=1, description="Whole turns in flight at once.")
     queue_depth: int = Field(
         16, ge=0, description="Waiting requests per stage; more get 503 with Retry-After at once."

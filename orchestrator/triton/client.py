@@ -88,9 +88,9 @@ def unhealthy_model(message: str) -> str | None:
 
 
 def stage_of(model: str) -> str:
-    """The admission stage a Triton model's calls count against (``vad``, a few tens of
-    milliseconds, counts with the other short calls: ``embed``; never behind Whisper)."""
-    for stage in ("asr", "llm", "tts", "embed"):
+    """The admission stage a Triton model's calls count against. ``vad`` has its own: live
+    sessions call it every 128 ms, and must never crowd out retrieval's embeddings."""
+    for stage in ("asr", "llm", "tts", "embed", "vad"):
         if model.startswith(stage):
             return stage
     return "embed"

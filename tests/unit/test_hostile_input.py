@@ -95,8 +95,8 @@ def test_triton_errors_are_classified_by_status_code():
     assert isinstance(classify("llm", "StatusCode.UNAVAILABLE", "x"), TritonUnavailable)
     dead = classify("asr", "StatusCode.INTERNAL", "Stub process 'asr_whisper_0_0' is not healthy.")
     assert isinstance(dead, ModelUnhealthy) and dead.broken == "asr_whisper"
-    assert [stage_of(m) for m in ("asr", "llm", "tts_piper", "tts", "embed")] == [
-        "asr", "llm", "tts", "tts", "embed"
+    assert [stage_of(m) for m in ("asr", "llm", "tts_piper", "tts", "embed", "vad")] == [
+        "asr", "llm", "tts", "tts", "embed", "vad"
     ]  # fmt: skip
 
 

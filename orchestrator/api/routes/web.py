@@ -45,12 +45,12 @@ SECURITY_HEADERS = {
 }
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def page() -> FileResponse:
     return FileResponse(WEB / "index.html", media_type="text/html", headers=SECURITY_HEADERS)
 
 
-@router.get("/web/{name}")
+@router.api_route("/web/{name}", methods=["GET", "HEAD"])
 async def asset(name: str) -> FileResponse:
     if name not in FILES:
         raise HTTPException(404, f"no file {name!r}")
