@@ -227,6 +227,7 @@ class LiveSession:
         )
         self._vad_state: np.ndarray | None = None
         self._pending = np.zeros(0, np.float32)  # audio not yet seen by the VAD
+        self._vad_retry_at = 0  # after a refused VAD call: wait for this much audio
         self._audio = np.zeros(0, np.float32)  # recent audio, from sample ``_base`` on
         self._base = 0
         # the utterance being spoken
@@ -252,7 +253,7 @@ class LiveSession:
         self._pending = np.concatenate([self._pending, samples])
         self._audio = np.concatenate([self._audio, samples])
         tick = TICK_FRAMES * FRAME
-        while len(self._pending) >= tick:
+        while len(self._pending) >= max(tick, self._vad_retry_at):
             whole = len(self._pending) // FRAME * FRAME
             chunk = self._pending[:whole]
             try:
@@ -262,7 +263,9 @@ class LiveSession:
             except Overloaded:
                 if len(self._pending) > MAX_VAD_BACKLOG_S * SAMPLE_RATE:
                     raise
-                return  # try again with the next piece
+                self._vad_retry_at = len(self._pending) + tick  # again a tick later, together
+                return
+            self._vad_retry_at = 0
             self._pending = self._pending[whole:]
             for activity in self.vad.push(probs):
                 await self._on(activity)
