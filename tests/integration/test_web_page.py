@@ -177,3 +177,22 @@ def test_a_person_talks_to_june_in_the_browser(server, key, browser):
         browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(str(SCREENSHOT))
     assert browser.get_screenshot_as_png()[:4] == b"\x89PNG"
+
+
+def test_push_to_talk_in_the_browser(server, key, browser):
+    """Hold the button while speaking, let go: the question is answered."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url)  # the key is still in this tab's session storage
+    browser.find_element(By.ID, "new").click()
+    browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=manual]").click()
+    hold = browser.find_element(By.ID, "hold")
+    assert hold.is_displayed() and not browser.find_element(By.ID, "listen").is_displayed()
+    hands = ActionChains(browser)
+    hands.click_and_hold(hold).perform()  # opens the microphone: its file starts again
+    time.sleep(5)  # half a second of room, then the 3.5 s question
+    hands.release(hold).perform()
+    wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#history li.june a"), 120, "the answer")
+    asked = browser.find_element(By.CSS_SELECTOR, "#history li.user").text
+    assert {"weather", "london"} <= set(normalise(asked).split())

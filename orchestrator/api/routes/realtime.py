@@ -163,9 +163,12 @@ async def _start(ws: WebSocket) -> tuple[Start, Principal]:
     try:
         start = Start.model_validate_json(message.get("text") or "")
     except ValidationError as exc:
+        problems = [
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()[:3]
+        ]
         raise SessionError(
-            'the first message must be JSON {"type": "start", ...}: '
-            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+            'the first message must be JSON {"type": "start", ...}: ' + "; ".join(problems)
         ) from None
     key = start.key or key_from({k.lower(): v for k, v in ws.scope["headers"]})
     state = ws.app.state
