@@ -20,6 +20,7 @@ from orchestrator.api.routes import (
     chat,
     documents,
     health,
+    openai,
     realtime,
     speech,
     telegram,
@@ -104,6 +105,7 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
     app.include_router(chat.router, dependencies=keyed)
     app.include_router(documents.router, dependencies=keyed)
     app.include_router(voice.router, dependencies=keyed)
+    app.include_router(openai.router, dependencies=keyed)  # the OpenAI shapes, same keys
     app.include_router(realtime.router)  # its key comes in the first message (browsers)
     install_error_handlers(app)
     _install_metrics(app)
@@ -112,6 +114,7 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(KeyGate)
     app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(openai.OpenAIErrors)  # errors on the OpenAI paths in OpenAI's shape
     return app
 
 

@@ -1,0 +1,388 @@
+"""OpenAI-compatible routes: ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``.
+
+For the clients people already use (the ``openai`` SDKs, Open WebUI, LibreChat, pipecat,
+LiveKit Agents), which take a ``base_url``. The fields, defaults, stream chunks and error
+shape follow the OpenAI API reference; the work is June's own (the same Triton models, API
+keys, rate limits and admission as every other route). Errors on these paths are
+``{"error": {"message", "type", "param", "code"}}`` (see :class:`OpenAIErrors`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from orchestrator.admission import work_units
+from orchestrator.api.deps import PrincipalDep, SettingsDep, TritonDep, TurnsDep
+from orchestrator.api.limits import ASGIApp, Message, Receive, Scope, Send
+from orchestrator.chat import PromptTooLong, fit_messages
+from orchestrator.config import Settings
+from orchestrator.triton.client import ChatChunk, LlmRequestError
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models")
+CREATED = 1_764_460_800  # 2025-11-30: when June's served models are said to be made
+EMBEDDING_MODEL = "all-minilm-l6-v2"
+
+
+def served_models(settings: Settings) -> dict[str, str]:
+    """The model ids clients may name, each to the pipeline that serves it."""
+    llm = settings.llm_model.rstrip("/").rsplit("/", 1)[-1]
+    return {llm: "llm", EMBEDDING_MODEL: "embed"}
+
+
+class ModelNotFound(HTTPException):
+    def __init__(self, model: str, kind: str) -> None:
+        super().__init__(404, f"the model '{model}' does not exist or is not a {kind} model")
+
+
+def _check_model(settings: Settings, model: str, pipeline: str) -> str:
+    if served_models(settings).get(model) != pipeline:
+        raise ModelNotFound(model, {"llm": "chat", "embed": "embedding"}[pipeline])
+    return model
+
+
+# --- models ----------------------------------------------------------------------------
+
+
+def _model(model_id: str, pipeline: str, turns: Any) -> dict:
+    source = {"llm": "llm", "embed": "embed_encoder"}[pipeline]
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": CREATED,
+        "owned_by": "june",
+        "source": turns.models.get(source, ""),  # weights and exporter (manifest.json)
+    }
+
+
+@router.get("/models")
+async def list_models(settings: SettingsDep, turns: TurnsDep) -> dict:
+    """The models this server answers for, with the sources they were built from."""
+    return {
+        "object": "list",
+        "data": [_model(m, p, turns) for m, p in served_models(settings).items()],
+    }
+
+
+@router.get("/models/{model_id}")
+async def get_model(model_id: str, settings: SettingsDep, turns: TurnsDep) -> dict:
+    pipeline = served_models(settings).get(model_id)
+    if pipeline is None:
+        raise ModelNotFound(model_id, "served")
+    return _model(model_id, pipeline, turns)
+
+
+# --- chat completions -----------------------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    type: str
+    text: str | None = None
+
+
+class CompletionMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        if any(p.type != "text" for p in self.content):
+            raise HTTPException(400, "only text content parts are supported")
+        return "".join(p.text or "" for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionIn(BaseModel):
+    """The OpenAI request; fields June cannot honour are refused, unknown ones ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: list[CompletionMessage] = Field(min_length=1, max_length=200)
+    max_tokens: int | None = Field(None, ge=1, le=2048)
+    max_completion_tokens: int | None = Field(None, ge=1, le=2048)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=1, description="One choice: June makes one answer.")
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value: str | list[str] | None) -> list[str]:
+        stops = [value] if isinstance(value, str) else list(value or [])
+        if len(stops) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return [s for s in stops if s]
+
+
+def _chunk(cid: str, model: str, delta: dict, finish: str | None) -> dict:
+    return {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+
+def _usage(chunk: ChatChunk) -> dict:
+    return {
+        "prompt_tokens": chunk.prompt_tokens,
+        "completion_tokens": chunk.completion_tokens,
+        "total_tokens": chunk.prompt_tokens + chunk.completion_tokens,
+    }
+
+
+def _sse(payload: dict | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+@router.post("/chat/completions")
+async def chat_completions(
+    body: ChatCompletionIn,
+    request: Request,
+    triton: TritonDep,
+    turns: TurnsDep,
+    settings: SettingsDep,
+    caller: PrincipalDep,
+) -> object:
+    """A chat completion from the served LLM (no memory, no retrieval), or a stream of
+    ``chat.completion.chunk`` events ending with ``[DONE]``."""
+    model = _check_model(settings, body.model, "llm")
+    max_tokens = body.max_completion_tokens or body.max_tokens or 256
+    turns.work.charge(caller.key_id, work_units(tokens=max_tokens))
+    messages = [
+        {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        for m in body.messages
+    ]
+    try:
+        fitted, _ = fit_messages(
+            messages, budget=settings.llm_prompt_tokens, count=turns.count_tokens
+        )
+    except PromptTooLong as exc:
+        raise HTTPException(400, str(exc)) from exc
+    chunks = triton.chat_stream(
+        fitted,
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop,  # type: ignore[arg-type]
+        seed=body.seed,
+    )
+    cid = f"chatcmpl-{uuid.uuid4().hex}"
+    try:
+        first = await anext(chunks, None)  # errors before the stream starts are HTTP errors
+    except LlmRequestError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return StreamingResponse(
+            _stream(cid, model, first, chunks, usage, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    text, final = [], first or ChatChunk()
+    try:
+        chunk = first
+        while chunk is not None:
+            text.append(chunk.delta)
+            final = chunk
+            chunk = await anext(chunks, None)
+    except LlmRequestError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(text), "refusal": None},
+                "logprobs": None,
+                "finish_reason": final.finish_reason or "stop",
+            }
+        ],
+        "usage": _usage(final),
+    }
+
+
+async def _stream(
+    cid: str,
+    model: str,
+    first: ChatChunk | None,
+    chunks: AsyncIterator[ChatChunk],
+    usage: bool,
+    request: Request,
+) -> AsyncIterator[bytes]:
+    try:
+        yield _sse(_chunk(cid, model, {"role": "assistant", "content": ""}, None))
+        chunk = first
+        while chunk is not None:
+            if chunk.delta:
+                yield _sse(_chunk(cid, model, {"content": chunk.delta}, None))
+            if chunk.finish_reason:
+                yield _sse(_chunk(cid, model, {}, chunk.finish_reason))
+                if usage:
+                    yield _sse(
+                        {**_chunk(cid, model, {}, None), "choices": [], "usage": _usage(chunk)}
+                    )
+                break
+            if await request.is_disconnected():
+                return
+            chunk = await anext(chunks, None)
+        yield _sse("[DONE]")
+    except Exception as exc:  # the stream is open: the error goes in-band, in OpenAI's shape
+        yield _sse(error_body(502, str(exc) or "the model failed"))
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+# --- embeddings ------------------------------------------------------------------------
+
+
+class EmbeddingsIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    input: str | list[str] = Field(description="A text or up to 2048 texts (token arrays: 400).")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, value: str | list[str]) -> list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not texts or len(texts) > 2048:
+            raise ValueError("send 1 to 2048 texts")
+        if any(not t.strip() for t in texts):
+            raise ValueError("a text is empty")
+        if any(len(t) > 32_000 for t in texts):
+            raise ValueError("a text is longer than 32,000 characters")
+        return texts
+
+
+@router.post("/embeddings")
+async def embeddings(
+    body: EmbeddingsIn,
+    triton: TritonDep,
+    turns: TurnsDep,
+    settings: SettingsDep,
+    caller: PrincipalDep,
+) -> dict:
+    """The served embedder's L2-normalised vectors, in the caller's order."""
+    model = _check_model(settings, body.model, "embed")
+    texts: list[str] = body.input  # type: ignore[assignment]
+    words = sum(len(t.split()) for t in texts)  # usage: words stand in for tokens
+    turns.work.charge(caller.key_id, work_units(tokens=words))
+    vectors = await triton.embed(texts, batch_size=settings.embed_batch_size)
+    if body.dimensions is not None and body.dimensions != vectors.shape[1]:
+        raise HTTPException(400, f"this model makes {vectors.shape[1]} dimensions only")
+
+    def encode(v: np.ndarray) -> list[float] | str:
+        if body.encoding_format == "base64":
+            return base64.b64encode(v.astype("<f4").tobytes()).decode()
+        return [float(x) for x in v]
+
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode(v)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": words, "total_tokens": words},
+    }
+
+
+# --- errors in OpenAI's shape ------------------------------------------------------------
+
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
+          404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}  # fmt: skip
+_CODES = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict:
+    kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    code = _CODES.get(status) if status != 404 or "model" in message else None
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class OpenAIErrors:
+    """On the OpenAI paths, every JSON error June answers (from the key gate, the size limit,
+    validation or a route) is rewritten as ``{"error": {...}}``; validation's 422 becomes
+    400 with the offending ``param``, as OpenAI answers it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith(PATHS):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        body = bytearray()
+
+        async def rewrite(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                if message["status"] < 400:
+                    await send(message)
+                    return
+                start = message
+                return
+            if start is None:
+                await send(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            status, payload = _openai_error(start["status"], bytes(body))
+            data = json.dumps(payload).encode()
+            headers = [
+                (k, v)
+                for k, v in start["headers"]
+                if k.lower() not in (b"content-length", b"content-type")
+            ]
+            headers += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+
+        await self.app(scope, receive, rewrite)
+
+
+def _openai_error(status: int, raw: bytes) -> tuple[int, dict]:
+    try:
+        detail = json.loads(raw).get("detail", "")
+    except (ValueError, AttributeError):
+        detail = raw.decode("utf-8", "replace")
+    if isinstance(detail, list):  # validation: the first problem, and where it is
+        first = detail[0] if detail else {}
+        loc = [str(p) for p in first.get("loc", []) if p not in ("body", "query")]
+        param = ".".join(loc) or None
+        return 400, error_body(400, f"{param}: {first.get('msg', 'invalid')}", param)
+    return status, error_body(status, str(detail))
