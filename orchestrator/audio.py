@@ -142,6 +142,10 @@ OUTPUT_FORMATS: dict[str, OutputFormat] = {
     "mp3": OutputFormat("mp3", "mp3", "libmp3lame", "audio/mpeg", None, 64000),
     # raw 16-bit little-endian samples at the voice's rate, for live playback (WebSocket)
     "pcm16": OutputFormat("pcm16", "s16le", "pcm_s16le", "audio/L16", None),
+    # the OpenAI speech API's others: AAC (ADTS), FLAC, and raw PCM at 24 kHz
+    "aac": OutputFormat("aac", "adts", "aac", "audio/aac", None, 64000),
+    "flac": OutputFormat("flac", "flac", "flac", "audio/flac", None),
+    "pcm": OutputFormat("pcm", "s16le", "pcm_s16le", "audio/pcm", 24000),
 }
 
 

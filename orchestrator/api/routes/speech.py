@@ -20,7 +20,8 @@ from orchestrator.audio import (
     OutputFormat,
     decode_audio,
 )
-from orchestrator.triton.client import Speech
+from orchestrator.config import Settings
+from orchestrator.triton.client import Speech, TritonGateway
 from orchestrator.tts import speak, spoken_seconds
 
 router = APIRouter(prefix="/v1", tags=["speech"])
@@ -159,31 +160,57 @@ async def speak_text(
     The work is capped before any is done: by the written length (``tts_max_chars``) and
     by how long the text takes to say once numbers and dates are spelled out
     (``tts_max_audio_seconds``); over either is 413."""
-    if len(body.text) > settings.tts_max_chars:
+    await run_in_threadpool(check_speech_limits, body.text, body.pace, settings)
+    turns.work.charge(caller.key_id, work_units(characters=len(body.text)))
+    fmt = choose_format(body.format, accept)
+    return await synthesis(
+        triton,
+        body.text,
+        fmt,
+        model=settings.tts_model,
+        pace=body.pace,
+        speaker=body.speaker,
+        stream=body.stream,
+    )
+
+
+def check_speech_limits(text: str, pace: float | None, settings: Settings) -> None:
+    """413 before any work: by the written length, and by how long the text takes to say
+    once numbers and dates are spelled out."""
+    if len(text) > settings.tts_max_chars:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE,
-            f"text has {len(body.text)} characters; the limit is {settings.tts_max_chars}",
+            f"text has {len(text)} characters; the limit is {settings.tts_max_chars}",
         )
-    seconds = await run_in_threadpool(spoken_seconds, body.text, body.pace)
+    seconds = spoken_seconds(text, pace or 1.0)
     if seconds > settings.tts_max_audio_seconds:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"the text would take about {seconds:.0f} s to say; the limit is "
             f"{settings.tts_max_audio_seconds:.0f} s",
         )
-    turns.work.charge(caller.key_id, work_units(characters=len(body.text)))
-    fmt = choose_format(body.format, accept)
+
+
+async def synthesis(
+    triton: TritonGateway,
+    text: str,
+    fmt: OutputFormat,
+    *,
+    model: str,
+    pace: float | None,
+    speaker: int | None,
+    stream: bool,
+) -> Response:
+    """``text`` spoken in ``fmt``: whole, or (``stream``) each sentence as soon as it is made."""
     start = time.perf_counter()
-    sentences = speak(
-        triton, body.text, model=settings.tts_model, pace=body.pace, speaker=body.speaker
-    )
+    sentences = speak(triton, text, model=model, pace=pace, speaker=speaker)
     first = await anext(sentences, None)
     if first is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _NOTHING_TO_SAY)
     metrics.STAGE_LATENCY.labels(stage="synthesize_first").observe(time.perf_counter() - start)
     encoder = AudioEncoder(fmt, first.sample_rate)
 
-    if body.stream:
+    if stream:
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
