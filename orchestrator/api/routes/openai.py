@@ -32,12 +32,16 @@ from orchestrator.audio import OUTPUT_FORMATS, SAMPLE_RATE, decode_audio
 from orchestrator.chat import PromptTooLong, fit_messages
 from orchestrator.config import Settings
 from orchestrator.triton.client import ChatChunk, LlmRequestError
+from orchestrator.turn import Event, TurnRequest, TurnResult, collect
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/audio/")
 CREATED = 1_764_460_800  # 2025-11-30: when June's served models are said to be made
 EMBEDDING_MODEL = "all-minilm-l6-v2"
+# Chat completions grounded in the caller's documents and kept as a June conversation
+RAG_MODEL = "june-rag"
+CONVERSATION_HEADER = "X-June-Conversation-Id"
 
 
 # The voices OpenAI's clients name: each is June's voice (one speaker) until a multi-speaker
@@ -57,6 +61,7 @@ def served_models(settings: Settings) -> dict[str, str]:
     speech model names are accepted as aliases, so clients work unchanged)."""
     return {
         _name(settings.llm_model): "llm",
+        RAG_MODEL: "rag",
         EMBEDDING_MODEL: "embed",
         _name(settings.asr_model): "asr",
         "whisper-1": "asr",
@@ -82,7 +87,9 @@ def _check_model(settings: Settings, model: str, pipeline: str) -> str:
 
 
 def _model(model_id: str, pipeline: str, turns: Any) -> dict:
-    source = {"llm": "llm", "embed": "embed_encoder", "asr": "asr_whisper"}.get(pipeline, "")
+    source = {"llm": "llm", "rag": "llm", "embed": "embed_encoder", "asr": "asr_whisper"}.get(
+        pipeline, ""
+    )
     if pipeline == "tts":
         source = "tts_acoustic" if "tts_acoustic" in turns.models else "tts_piper_vits"
     return {
@@ -194,7 +201,10 @@ async def chat_completions(
     caller: PrincipalDep,
 ) -> object:
     """A chat completion from the served LLM (no memory, no retrieval), or a stream of
-    ``chat.completion.chunk`` events ending with ``[DONE]``."""
+    ``chat.completion.chunk`` events ending with ``[DONE]``. With ``model: june-rag``, a
+    June turn instead (see :func:`rag_completion`)."""
+    if served_models(settings).get(body.model) == "rag":
+        return await rag_completion(body, request, turns, caller)
     model = _check_model(settings, body.model, "llm")
     max_tokens = body.max_completion_tokens or body.max_tokens or 256
     turns.work.charge(caller.key_id, work_units(tokens=max_tokens))
@@ -285,6 +295,82 @@ async def _stream(
         yield _sse(error_body(502, str(exc) or "the model failed"))
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def rag_completion(
+    body: ChatCompletionIn, request: Request, turns: Any, caller: Any
+) -> object:
+    """``june-rag``: the last user message is a turn of June's turn service, answered from
+    the caller's documents and the conversation so far, and stored. The conversation is
+    the client's ``X-June-Conversation-Id`` header (a new one without it), returned in the
+    same header and in ``june.conversation_id``. The messages before the last are not
+    used: June keeps the conversation. No ``usage``: the turn does not count tokens."""
+    asked = [m for m in body.messages if m.role == "user"]
+    if not asked or not asked[-1].text().strip():
+        raise HTTPException(400, "messages: june-rag answers the last user message; send one")
+    header = request.headers.get(CONVERSATION_HEADER)
+    try:
+        conversation = uuid.UUID(header) if header else None
+    except ValueError:
+        raise HTTPException(400, f"{CONVERSATION_HEADER} is not a conversation id") from None
+    turn = TurnRequest(
+        principal=caller,
+        request_id=f"openai-{uuid.uuid4()}",
+        text=strip_controls(asked[-1].text()).strip()[:4000],
+        conversation_id=conversation,
+    )
+    events = turns.run(turn)
+    cid = f"chatcmpl-{uuid.uuid4().hex}"
+    try:
+        await anext(events)  # the transcript: admission, ownership and limits are checked
+    except BaseException:
+        await events.aclose()
+        raise
+    if body.stream:
+        return StreamingResponse(_rag_stream(cid, events), media_type="text/event-stream")
+    result, _ = await collect(events)
+    return JSONResponse(
+        {
+            "id": cid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": RAG_MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.reply, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "june": _june(result),
+        },
+        headers={CONVERSATION_HEADER: str(result.conversation_id)},
+    )
+
+
+def _june(result: TurnResult) -> dict:
+    return {
+        "conversation_id": str(result.conversation_id),
+        "turn_id": str(result.turn_id),
+        "sources": [{"ref": s.ref, "title": s.title, "score": s.score} for s in result.sources],
+    }
+
+
+async def _rag_stream(cid: str, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    try:
+        yield _sse(_chunk(cid, RAG_MODEL, {"role": "assistant", "content": ""}, None))
+        async for kind, value in events:
+            if kind == "delta":
+                yield _sse(_chunk(cid, RAG_MODEL, {"content": value}, None))
+            elif kind == "done":
+                assert isinstance(value, TurnResult)
+                yield _sse({**_chunk(cid, RAG_MODEL, {}, "stop"), "june": _june(value)})
+        yield _sse("[DONE]")
+    except Exception as exc:  # the stream is open: the error goes in-band, in OpenAI's shape
+        yield _sse(error_body(502, str(exc) or "the turn failed"))
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 # --- embeddings ------------------------------------------------------------------------
