@@ -97,6 +97,23 @@ def bot() -> None:
 
 @app.command()
 @one_line_errors
+def wyoming(
+    port: Annotated[
+        int, typer.Option(help="Wyoming TCP port (Home Assistant's default: 10300).")
+    ] = 10300,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+) -> None:
+    """The Wyoming server (Home Assistant) with the orchestrator it runs in, against an
+    external Triton and DATABASE_URL (`june serve` starts it too when JUNE_WYOMING_PORT is set)."""
+    from orchestrator.stack import serve_api
+
+    settings = get_settings()
+    updates = {"wyoming_port": port, **({"wyoming_host": host} if host else {})}
+    serve_api(settings.model_copy(update=updates))
+
+
+@app.command()
+@one_line_errors
 def triton(
     build: Annotated[bool, typer.Option(help="Build the model repository first.")] = False,
 ) -> None:

@@ -213,6 +213,17 @@ class Settings(BaseSettings):
         64 * 1024, ge=1024, description="Live voice: the largest message a client may send."
     )
 
+    # --- Wyoming (Home Assistant) ------------------------------------------------------
+    wyoming_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Set it and june serve / june api also serve Wyoming on this TCP port.",
+    )
+    wyoming_host: str = Field(
+        "127.0.0.1", description="Wyoming has no authentication: bind it where only HA reaches."
+    )
+
     # --- retrieval ----------------------------------------------------------------------
     embed_model: str = "embed"
     embed_batch_size: int = Field(32, ge=1, le=64)

@@ -81,10 +81,19 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
         )
         app.state.live_sessions = 0  # open /v1/realtime sessions
         app.state.bot = await _start_bot(settings, app.state.turns)
+        wyoming = None
+        if settings.wyoming_port is not None:
+            from orchestrator.wyoming import serve as serve_wyoming
+
+            wyoming = await serve_wyoming(
+                app.state.turns, settings.wyoming_host, settings.wyoming_port
+            )
         app.state.doctor.start()
         try:
             yield
         finally:
+            if wyoming is not None:
+                wyoming.close()
             await app.state.doctor.stop()
             if app.state.bot is not None:
                 await app.state.bot.stop()
