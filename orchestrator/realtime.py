@@ -187,6 +187,41 @@ class VoiceActivity:
 # --- the session ---------------------------------------------------------------------------
 
 
+class Recording:
+    """The stream's recent audio, addressed by absolute sample index. Appends go into a
+    buffer that doubles when full, so a long utterance is not copied at every message."""
+
+    def __init__(self) -> None:
+        self._data = np.zeros(SAMPLE_RATE, np.float32)
+        self._length = 0
+        self.base = 0  # the absolute index of the oldest sample kept
+
+    @property
+    def end(self) -> int:
+        """The absolute index just past the last sample received."""
+        return self.base + self._length
+
+    def append(self, samples: np.ndarray) -> None:
+        need = self._length + len(samples)
+        if need > len(self._data):
+            grown = np.zeros(max(need, 2 * len(self._data)), np.float32)
+            grown[: self._length] = self._data[: self._length]
+            self._data = grown
+        self._data[self._length : need] = samples
+        self._length = need
+
+    def clip(self, start: int, end: int) -> np.ndarray:
+        """A copy of the samples from ``start`` to ``end`` that are still kept."""
+        start, end = max(start, self.base), min(end, self.end)
+        return self._data[start - self.base : max(start, end) - self.base].copy()
+
+    def keep_last(self, samples: int) -> None:
+        drop = self._length - samples
+        if drop > 0:
+            self._data[:samples] = self._data[drop : self._length]
+            self._length, self.base = samples, self.base + drop
+
+
 @dataclass
 class Playback:
     """A reply's audio as sent: the user hears it from the first piece on, in real time."""
@@ -228,8 +263,7 @@ class LiveSession:
         self._vad_state: np.ndarray | None = None
         self._pending = np.zeros(0, np.float32)  # audio not yet seen by the VAD
         self._vad_retry_at = 0  # after a refused VAD call: wait for this much audio
-        self._audio = np.zeros(0, np.float32)  # recent audio, from sample ``_base`` on
-        self._base = 0
+        self._audio = Recording()
         # the utterance being spoken
         self._start: int | None = None  # its first sample
         self._committed = 0  # the sample up to which pieces are being transcribed
@@ -237,7 +271,6 @@ class LiveSession:
         self._partial: asyncio.Task[str] | None = None
         self._partial_span = (0, 0)  # the samples the partial transcript covers
         self._last_partial = 0
-        self._partial_text = ""
         # the reply
         self._reply: asyncio.Task[None] | None = None
         self._interrupt: Interrupt | None = None
@@ -251,7 +284,7 @@ class LiveSession:
     async def feed(self, samples: np.ndarray) -> None:
         """More of the stream (16 kHz float32); the VAD runs on each whole 128 ms."""
         self._pending = np.concatenate([self._pending, samples])
-        self._audio = np.concatenate([self._audio, samples])
+        self._audio.append(samples)
         tick = TICK_FRAMES * FRAME
         while len(self._pending) >= max(tick, self._vad_retry_at):
             whole = len(self._pending) // FRAME * FRAME
@@ -280,17 +313,15 @@ class LiveSession:
     @property
     def _heard_to(self) -> int:
         """The absolute sample index just past the last sample received."""
-        return self._base + len(self._audio)
+        return self._audio.end
 
     def _clip(self, start: int, end: int) -> np.ndarray:
-        start, end = max(start, self._base), min(end, self._heard_to)
-        return self._audio[start - self._base : max(start, end) - self._base]
+        return self._audio.clip(start, end)
 
     def _forget_old_audio(self) -> None:
         keep = int(PREROLL_S * SAMPLE_RATE) + TICK_FRAMES * FRAME
-        if len(self._audio) > 2 * keep:
-            cut = len(self._audio) - keep
-            self._audio, self._base = self._audio[cut:], self._base + cut
+        if self._audio.end - self._audio.base > 2 * keep:
+            self._audio.keep_last(keep)
 
     async def _on(self, activity: Activity) -> None:
         if activity.kind == "start":
@@ -303,8 +334,8 @@ class LiveSession:
     async def _speech_started(self, frame: int) -> None:
         if self._start is not None:
             return  # push-to-talk: still the same utterance
-        self._start = max(self._base, self._sample(frame) - int(PREROLL_S * SAMPLE_RATE))
-        self._committed, self._last_partial, self._partial_text = self._start, self._start, ""
+        self._start = max(self._audio.base, self._sample(frame) - int(PREROLL_S * SAMPLE_RATE))
+        self._committed, self._last_partial = self._start, self._start
         await self.out.event("speech_started", at_s=round(self._start / SAMPLE_RATE, 3))
         await self.barge_in()
 
@@ -380,9 +411,9 @@ class LiveSession:
                 return await self._piece(audio)  # it was taken as a piece: it must be heard
             return ""  # partials are a courtesy: skipped when the server is busy
         done = [p.result() for p in self._pieces if p.done() and not p.exception()]
-        self._partial_text = " ".join(t for t in [*done, text] if t)
-        if self._start is not None and self._partial_text:
-            await self.out.event("partial_transcript", text=self._partial_text)
+        heard = " ".join(t for t in [*done, text] if t)
+        if self._start is not None and heard:
+            await self.out.event("partial_transcript", text=heard)
         return text
 
     async def commit(self) -> None:
@@ -533,8 +564,3 @@ class LiveSession:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-
-    async def idle(self) -> None:
-        """Wait for the work in flight (a test, or a client that sent ``commit`` and waits)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)

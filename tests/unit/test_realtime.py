@@ -98,3 +98,22 @@ def test_opus_input_is_one_packet_a_message():
     assert np.sqrt(np.mean(back[2000:-2000] ** 2)) > 0.1
     with pytest.raises(SessionError, match="not an Opus packet"):
         reader.decode(b"\xff\x00garbage")
+
+
+def test_a_recording_grows_in_place_and_forgets_the_oldest():
+    from orchestrator.realtime import Recording
+
+    rec = Recording()
+    samples = np.arange(40_000, dtype=np.float32)  # past the first buffer (1 s)
+    for start in range(0, len(samples), 333):
+        rec.append(samples[start : start + 333])
+    assert rec.base == 0 and rec.end == 40_000
+    np.testing.assert_array_equal(rec.clip(100, 200), samples[100:200])
+    rec.keep_last(1000)
+    assert (rec.base, rec.end) == (39_000, 40_000)
+    np.testing.assert_array_equal(rec.clip(0, 39_010), samples[39_000:39_010])  # forgotten: cut
+    clip = rec.clip(39_990, 50_000)
+    rec.append(np.zeros(5, np.float32))
+    rec.keep_last(2)
+    np.testing.assert_array_equal(clip, samples[39_990:])  # a copy: later changes leave it be
+    assert rec.clip(10, 5).size == 0
