@@ -33,7 +33,7 @@ import numpy as np
 
 from orchestrator import metrics
 from orchestrator.admission import Overloaded, work_units
-from orchestrator.api.errors import public_detail
+from orchestrator.api.errors import error_event
 from orchestrator.audio import SAMPLE_RATE
 from orchestrator.auth import Principal
 from orchestrator.config import Settings
@@ -543,13 +543,9 @@ class LiveSession:
         return task
 
     async def _error(self, exc: BaseException) -> None:
-        status, detail = public_detail(exc)
-        if status >= 500:
-            log.error("live turn failed: %s", exc, exc_info=status == 500)
-        fields: dict[str, object] = {"status": status, "detail": detail}
-        retry = getattr(exc, "retry_after", None)
-        if retry is not None:
-            fields["retry_after"] = retry
+        fields = error_event(exc)
+        if fields["status"] >= 500:
+            log.error("live turn failed: %s", exc, exc_info=fields["status"] == 500)
         await self.out.event("error", **fields)
 
     async def close(self) -> None:

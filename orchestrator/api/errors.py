@@ -8,6 +8,7 @@ reaches a client; an unexpected error is a 500 that says only that.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -56,6 +57,16 @@ def public_error(exc: BaseException) -> tuple[int, str, dict[str, str]]:
 def public_detail(exc: BaseException) -> tuple[int, str]:
     status_code, detail, _ = public_error(exc)
     return status_code, detail
+
+
+def error_event(exc: BaseException) -> dict[str, Any]:
+    """An error as an in-band event of a stream or socket: ``status``, ``detail``, and
+    ``retry_after`` (seconds) whenever the HTTP answer would carry ``Retry-After``."""
+    status_code, detail, headers = public_error(exc)
+    fields: dict[str, Any] = {"status": status_code, "detail": detail}
+    if "Retry-After" in headers:
+        fields["retry_after"] = int(headers["Retry-After"])
+    return fields
 
 
 def install_error_handlers(app: FastAPI) -> None:

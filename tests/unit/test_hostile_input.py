@@ -126,3 +126,14 @@ def test_the_reaper_stops_a_triton_left_behind(tmp_path):
     finally:
         os.kill(other.pid, signal.SIGKILL)
         other.wait()
+
+
+def test_in_band_errors_carry_retry_after_whenever_http_would():
+    from orchestrator.admission import Overloaded
+    from orchestrator.api.errors import error_event
+    from orchestrator.turn import ConversationNotFound
+
+    assert error_event(Overloaded("busy", 3)) == {"status": 503, "detail": "busy", "retry_after": 3}
+    unavailable = error_event(TritonUnavailable("asr is down"))  # a model that is not there
+    assert unavailable["status"] == 503 and unavailable["retry_after"] >= 1
+    assert "retry_after" not in error_event(ConversationNotFound("no such conversation"))

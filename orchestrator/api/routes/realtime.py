@@ -24,6 +24,7 @@ from starlette.websockets import WebSocketState
 
 from orchestrator import metrics
 from orchestrator.admission import Overloaded, RateLimited
+from orchestrator.api.errors import error_event
 from orchestrator.api.gates import key_from
 from orchestrator.audio import SAMPLE_RATE
 from orchestrator.auth import AuthError, Principal, authenticate
@@ -133,11 +134,10 @@ async def realtime(ws: WebSocket) -> None:
     except Closed as exc:
         await _close(ws, out, exc.code, str(exc))
     except (Overloaded, RateLimited) as exc:
-        await out.event("error", status=503 if isinstance(exc, Overloaded) else 429,
-                        detail=str(exc), retry_after=exc.retry_after)  # fmt: skip
+        await out.event("error", **error_event(exc))  # 503 or 429, with retry_after
         await _close(ws, out, TRY_LATER, "try again later")
     except ConversationNotFound as exc:
-        await out.event("error", status=404, detail=str(exc))
+        await out.event("error", **error_event(exc))  # 404
         await _close(ws, out, POLICY, "no such conversation")
     except SessionError as exc:
         await out.event("error", status=exc.status, detail=str(exc))

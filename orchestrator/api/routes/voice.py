@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 
 from orchestrator import metrics
 from orchestrator.api.deps import PrincipalDep, SettingsDep, TurnsDep
-from orchestrator.api.errors import public_detail
+from orchestrator.api.errors import error_event
 from orchestrator.api.routes.speech import read_upload
 from orchestrator.api.schemas import (
     ChatIn,
@@ -178,10 +178,10 @@ async def _event_stream(first: Event, events: AsyncIterator[Event]) -> AsyncIter
             event = await anext(events, None)
     except Exception as exc:  # the stream is open: report the error in-band
         metrics.TURN_ERRORS.labels(kind="stream").inc()
-        status, detail = public_detail(exc)
-        if status >= 500:
-            log.error("turn stream failed: %s", exc, exc_info=status == 500)
-        yield _sse("error", {"status": status, "detail": detail})
+        fields = error_event(exc)
+        if fields["status"] >= 500:
+            log.error("turn stream failed: %s", exc, exc_info=fields["status"] == 500)
+        yield _sse("error", fields)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 
