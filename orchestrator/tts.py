@@ -167,6 +167,24 @@ def _load_text_rules() -> ModuleType:
 _text_rules: ModuleType | None = None
 
 
+class TextTooLong(ValueError):
+    """More to say than one request may ask for (HTTP 413)."""
+
+    status = 413
+
+
+def check_length(text: str, *, pace: float | None, max_chars: int, max_seconds: float) -> None:
+    """:class:`TextTooLong` before any work: by the written length, and by how long the
+    text takes to say once numbers and dates are spelled out."""
+    if len(text) > max_chars:
+        raise TextTooLong(f"text has {len(text)} characters; the limit is {max_chars}")
+    seconds = spoken_seconds(text, pace or 1.0)
+    if seconds > max_seconds:
+        raise TextTooLong(
+            f"the text would take about {seconds:.0f} s to say; the limit is {max_seconds:.0f} s"
+        )
+
+
 def spoken_seconds(text: str, pace: float = 1.0) -> float:
     """About how long ``text`` takes to say once numbers, dates and units are spelled out."""
     global _text_rules

@@ -43,7 +43,7 @@ from orchestrator.admission import Overloaded, RateLimited, work_units
 from orchestrator.api.errors import public_detail
 from orchestrator.audio import SAMPLE_RATE
 from orchestrator.triton.client import Speech
-from orchestrator.tts import SentenceSpeaker, split_sentences, spoken_seconds
+from orchestrator.tts import SentenceSpeaker, TextTooLong, check_length, split_sentences
 from orchestrator.turn import SentenceBuffer, TurnService
 
 log = logging.getLogger(__name__)
@@ -270,10 +270,15 @@ class WyomingConnection:
         return SentenceSpeaker(self.turns.triton, model=self.settings.tts_model, deadline=deadline)
 
     def charge_text(self, text: str) -> None:
-        if len(text) > self.settings.tts_max_chars or (
-            spoken_seconds(text) > self.settings.tts_max_audio_seconds
-        ):
-            raise BadEvent("the text is too long to say")
+        try:
+            check_length(
+                text,
+                pace=None,
+                max_chars=self.settings.tts_max_chars,
+                max_seconds=self.settings.tts_max_audio_seconds,
+            )
+        except TextTooLong as exc:
+            raise BadEvent(str(exc)) from exc
         self.turns.work.charge(WYOMING_KEY, work_units(characters=len(text)))
 
     async def synthesize(self, text: str) -> None:

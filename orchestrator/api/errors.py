@@ -24,6 +24,7 @@ from orchestrator.triton.client import (
     TritonInferenceError,
     TritonUnavailable,
 )
+from orchestrator.tts import TextTooLong
 from orchestrator.turn import ConversationNotFound, NoSpeech, TurnInProgress
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def public_error(exc: BaseException) -> tuple[int, str, dict[str, str]]:
         return 422, str(exc), {}
     if isinstance(exc, ConversationNotFound):
         return 404, str(exc), {}
-    if isinstance(exc, AudioError):
+    if isinstance(exc, AudioError | TextTooLong):
         return exc.status, str(exc), {}
     if isinstance(exc, ModelRequestError | ValueError):
         return 400, str(exc), {}

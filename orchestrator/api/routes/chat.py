@@ -18,7 +18,8 @@ from orchestrator.triton.client import ChatChunk, LlmRequestError
 router = APIRouter(prefix="/v1", tags=["chat"])
 
 
-def _sse(payload: dict | str) -> bytes:
+def sse_data(payload: dict | str) -> bytes:
+    """One server-sent event of unnamed data: JSON, or a bare string such as ``[DONE]``."""
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
     return f"data: {data}\n\n".encode()
 
@@ -105,9 +106,9 @@ async def _events(
         chunk = first
         while chunk is not None:
             if chunk.delta:
-                yield _sse({"delta": chunk.delta})
+                yield sse_data({"delta": chunk.delta})
             if chunk.finish_reason:
-                yield _sse(
+                yield sse_data(
                     {
                         "finish_reason": chunk.finish_reason,
                         "prompt_tokens": chunk.prompt_tokens,
@@ -119,8 +120,8 @@ async def _events(
             if await request.is_disconnected():
                 break
             chunk = await anext(chunks, None)
-        yield _sse("[DONE]")
+        yield sse_data("[DONE]")
     except Exception as exc:  # the stream is open: report the error in-band
-        yield _sse({"error": str(exc)})
+        yield sse_data({"error": str(exc)})
     finally:
         await chunks.aclose()  # cancels the Triton stream when the client leaves

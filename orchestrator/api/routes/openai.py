@@ -26,9 +26,16 @@ from starlette.concurrency import run_in_threadpool
 from orchestrator.admission import work_units
 from orchestrator.api.deps import PrincipalDep, SettingsDep, TritonDep, TurnsDep
 from orchestrator.api.limits import ASGIApp, Message, Receive, Scope, Send
-from orchestrator.api.routes.speech import check_speech_limits, read_upload, synthesis
+from orchestrator.api.routes.chat import sse_data
+from orchestrator.api.routes.speech import (
+    check_speech_limits,
+    decode_and_charge,
+    known_language,
+    read_upload,
+    synthesis,
+)
 from orchestrator.api.schemas import strip_controls
-from orchestrator.audio import OUTPUT_FORMATS, SAMPLE_RATE, decode_audio
+from orchestrator.audio import OUTPUT_FORMATS, SAMPLE_RATE
 from orchestrator.chat import PromptTooLong, fit_messages
 from orchestrator.config import Settings
 from orchestrator.triton.client import ChatChunk, LlmRequestError
@@ -186,11 +193,6 @@ def _usage(chunk: ChatChunk) -> dict:
     }
 
 
-def _sse(payload: dict | str) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-    return f"data: {data}\n\n".encode()
-
-
 @router.post("/chat/completions")
 async def chat_completions(
     body: ChatCompletionIn,
@@ -275,24 +277,24 @@ async def _stream(
     request: Request,
 ) -> AsyncIterator[bytes]:
     try:
-        yield _sse(_chunk(cid, model, {"role": "assistant", "content": ""}, None))
+        yield sse_data(_chunk(cid, model, {"role": "assistant", "content": ""}, None))
         chunk = first
         while chunk is not None:
             if chunk.delta:
-                yield _sse(_chunk(cid, model, {"content": chunk.delta}, None))
+                yield sse_data(_chunk(cid, model, {"content": chunk.delta}, None))
             if chunk.finish_reason:
-                yield _sse(_chunk(cid, model, {}, chunk.finish_reason))
+                yield sse_data(_chunk(cid, model, {}, chunk.finish_reason))
                 if usage:
-                    yield _sse(
+                    yield sse_data(
                         {**_chunk(cid, model, {}, None), "choices": [], "usage": _usage(chunk)}
                     )
                 break
             if await request.is_disconnected():
                 return
             chunk = await anext(chunks, None)
-        yield _sse("[DONE]")
+        yield sse_data("[DONE]")
     except Exception as exc:  # the stream is open: the error goes in-band, in OpenAI's shape
-        yield _sse(error_body(502, str(exc) or "the model failed"))
+        yield sse_data(error_body(502, str(exc) or "the model failed"))
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
 
@@ -359,16 +361,16 @@ def _june(result: TurnResult) -> dict:
 
 async def _rag_stream(cid: str, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
     try:
-        yield _sse(_chunk(cid, RAG_MODEL, {"role": "assistant", "content": ""}, None))
+        yield sse_data(_chunk(cid, RAG_MODEL, {"role": "assistant", "content": ""}, None))
         async for kind, value in events:
             if kind == "delta":
-                yield _sse(_chunk(cid, RAG_MODEL, {"content": value}, None))
+                yield sse_data(_chunk(cid, RAG_MODEL, {"content": value}, None))
             elif kind == "done":
                 assert isinstance(value, TurnResult)
-                yield _sse({**_chunk(cid, RAG_MODEL, {}, "stop"), "june": _june(value)})
-        yield _sse("[DONE]")
+                yield sse_data({**_chunk(cid, RAG_MODEL, {}, "stop"), "june": _june(value)})
+        yield sse_data("[DONE]")
     except Exception as exc:  # the stream is open: the error goes in-band, in OpenAI's shape
-        yield _sse(error_body(502, str(exc) or "the turn failed"))
+        yield sse_data(error_body(502, str(exc) or "the turn failed"))
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 
@@ -470,12 +472,10 @@ async def transcriptions(
     ``prompt`` and ``temperature`` are accepted and not used: the served Whisper decodes
     greedily, without a prompt."""
     _check_model(settings, model, "asr")
-    language = (language or "").strip().lower() or None
-    if language is not None and language not in await triton.asr_languages():
-        raise HTTPException(400, f"language: {language!r} is not a language the model knows")
-    data = await read_upload(file, settings.max_audio_bytes)
-    audio = await run_in_threadpool(decode_audio, data, max_seconds=settings.max_audio_seconds)
-    turns.work.charge(caller.key_id, work_units(audio_seconds=len(audio) / SAMPLE_RATE))
+    language = await known_language(triton, language)  # an unknown one: 400 here
+    audio = await decode_and_charge(
+        await read_upload(file, settings.max_audio_bytes), turns, caller, settings
+    )
     deadline = time.monotonic() + settings.turn_deadline_s
     duration = round(len(audio) / SAMPLE_RATE, 3)
     segments: list[dict] = []

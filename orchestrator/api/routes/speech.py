@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, File, Form, Header, HTTPException, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -20,9 +21,11 @@ from orchestrator.audio import (
     OutputFormat,
     decode_audio,
 )
+from orchestrator.auth import Principal
 from orchestrator.config import Settings
 from orchestrator.triton.client import Speech, TritonGateway
-from orchestrator.tts import speak, spoken_seconds
+from orchestrator.tts import check_length, speak
+from orchestrator.turn import TurnService
 
 router = APIRouter(prefix="/v1", tags=["speech"])
 
@@ -38,6 +41,23 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
             f"audio file exceeds the limit of {max_bytes} bytes",
         )
     return data
+
+
+async def known_language(triton: TritonGateway, language: str | None) -> str | None:
+    """``language`` normalised (None: detect it); 422 when the served Whisper lacks it."""
+    language = (language or "").strip().lower() or None
+    if language is not None and language not in await triton.asr_languages():
+        raise HTTPException(422, f"unsupported language {language!r} for the served Whisper")
+    return language
+
+
+async def decode_and_charge(
+    data: bytes, turns: TurnService, caller: Principal, settings: Settings
+) -> np.ndarray:
+    """The upload as 16 kHz mono, its seconds charged to the caller's work budget."""
+    audio = await run_in_threadpool(decode_audio, data, max_seconds=settings.max_audio_seconds)
+    turns.work.charge(caller.key_id, work_units(audio_seconds=len(audio) / 16000))
+    return audio
 
 
 @router.post("/transcribe", response_model=TranscriptOut, responses=_ERRORS)
@@ -56,14 +76,10 @@ async def transcribe(
 
     Audio with no speech in it (silence, steady noise, a click) gives an empty text
     without a Whisper call; leading and trailing silence are cut by the VAD first."""
-    if language is not None:
-        language = language.strip().lower() or None
-    if language is not None and language not in await triton.asr_languages():
-        raise HTTPException(422, f"unsupported language {language!r} for the served Whisper")
+    language = await known_language(triton, language)
     data = await read_upload(file, settings.max_audio_bytes)
     start = time.perf_counter()
-    audio = await run_in_threadpool(decode_audio, data, max_seconds=settings.max_audio_seconds)
-    turns.work.charge(caller.key_id, work_units(audio_seconds=len(audio) / 16000))
+    audio = await decode_and_charge(data, turns, caller, settings)
     decoded = time.perf_counter()
     deadline = time.monotonic() + settings.turn_deadline_s
     speech = await turns.speech(audio, deadline)
@@ -175,20 +191,13 @@ async def speak_text(
 
 
 def check_speech_limits(text: str, pace: float | None, settings: Settings) -> None:
-    """413 before any work: by the written length, and by how long the text takes to say
-    once numbers and dates are spelled out."""
-    if len(text) > settings.tts_max_chars:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"text has {len(text)} characters; the limit is {settings.tts_max_chars}",
-        )
-    seconds = spoken_seconds(text, pace or 1.0)
-    if seconds > settings.tts_max_audio_seconds:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"the text would take about {seconds:.0f} s to say; the limit is "
-            f"{settings.tts_max_audio_seconds:.0f} s",
-        )
+    """:class:`~orchestrator.tts.TextTooLong` (413) before any work."""
+    check_length(
+        text,
+        pace=pace,
+        max_chars=settings.tts_max_chars,
+        max_seconds=settings.tts_max_audio_seconds,
+    )
 
 
 async def synthesis(
