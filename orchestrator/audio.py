@@ -5,8 +5,9 @@ OGG/Opus; uploads may be WAV, MP3, FLAC, M4A/AAC, WebM or anything else FFmpeg r
 Failures are classified for the API: data that is not audio at all (415), audio that
 cannot be decoded (400), too long (413), or empty (400).
 
-Out: float32 mono at the voice's rate -> OGG/Opus (what Telegram voice notes use), WAV or
-MP3 (or raw PCM16 for live playback), encoded incrementally so a reply can stream sentence by sentence.
+Out: float32 mono at the voice's rate -> OGG/Opus (what Telegram voice notes use), WAV,
+MP3, AAC, FLAC or raw PCM (live playback, OpenAI's pcm), encoded incrementally so a reply
+can stream sentence by sentence.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ the LLM must prefill before it says anything. A passage longer than ``keep`` sen
 cut to the (at most ``keep``) sentences sharing the most content words with the question
 (ties go to the earlier sentence; sentences sharing none are left out), kept in their
 original order; a passage that shares no word with the question keeps its first ``keep``
-sentences (retrieval found it similar in meaning). Lexical, so it costs no model call on the way to the first word.
+sentences (retrieval found it similar in meaning). Lexical, so it costs no model call on
+the way to the first word.
 """
 
 from __future__ import annotations
