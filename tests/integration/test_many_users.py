@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,51 +14,10 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from sqlalchemy import text
 
-from orchestrator.api.app import create_app
-from orchestrator.config import Settings
-from tests.conftest import bearer, free_port, make_key, settings_for, wav_bytes
-
-
-class LiveServer:
-    """The orchestrator served by uvicorn in a thread, as ``june serve`` serves it."""
-
-    def __init__(self, settings: Settings, triton_server: object = None) -> None:
-        self.port = free_port()
-        self.app = create_app(settings, triton_server=triton_server)  # type: ignore[arg-type]
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-def live(triton, database_url: str, **overrides: object) -> LiveServer:
-    values: dict[str, object] = {
-        "rate_limit_per_minute": 100_000,
-        "rate_limit_work_per_minute": 1_000_000,
-        "turn_max_tokens": 12,
-        "max_audio_seconds": 120,
-    }
-    return LiveServer(settings_for(triton, database_url, **{**values, **overrides}))
+from tests.conftest import bearer, make_key, wav_bytes
+from tests.live_server import LiveServer, live
 
 
 @pytest.fixture(scope="module")

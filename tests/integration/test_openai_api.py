@@ -14,7 +14,7 @@ from benchmarks.speech import clips, normalise
 from orchestrator.api.routes.openai import EMBEDDING_MODEL
 from orchestrator.audio import decode_audio
 from tests.conftest import make_key, wav_bytes
-from tests.integration.test_many_users import LiveServer, live
+from tests.live_server import LiveServer, live
 
 LLM = "smollm2-135m-instruct"
 

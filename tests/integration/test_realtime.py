@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from benchmarks.live_client import LiveClient, silence
 from benchmarks.speech import clips, normalise
 from tests.conftest import bearer, make_key, wav_bytes
-from tests.integration.test_many_users import LiveServer, live
+from tests.live_server import LiveServer, live
 
 QUESTION = "What is the weather going to be like in London this weekend?"
 

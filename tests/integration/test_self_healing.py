@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks.speech import piper_wav
 from tests.conftest import bearer, free_port, make_key, make_triton, settings_for
-from tests.integration.test_many_users import LiveServer
+from tests.live_server import LiveServer
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import pytest
 
 from benchmarks.speech import clips, normalise
 from tests.conftest import bearer, make_key, wav_bytes
-from tests.integration.test_many_users import LiveServer, live
+from tests.live_server import LiveServer, live
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(

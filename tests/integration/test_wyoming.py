@@ -24,7 +24,7 @@ from wyoming.tts import (
 
 from benchmarks.speech import clips, normalise
 from tests.conftest import free_port
-from tests.integration.test_many_users import LiveServer, live
+from tests.live_server import LiveServer, live
 
 SENTENCE = "The train to Boston leaves from platform seven."
 
