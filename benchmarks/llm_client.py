@@ -34,6 +34,8 @@ def stream_chat(
     max_tokens: int = 32,
     stop: list[str] | None = None,
     temperature: float | None = None,
+    repetition_penalty: float | None = None,
+    enable_thinking: bool | None = None,
     cancel_after_deltas: int | None = None,
     timeout_s: float = 120,
 ) -> Streamed:
@@ -52,10 +54,16 @@ def stream_chat(
         tensor = grpcclient.InferInput("STOP", [len(stop)], "BYTES")
         tensor.set_data_from_numpy(np.array([s.encode() for s in stop], dtype=np.object_))
         inputs.append(tensor)
-    if temperature is not None:
-        tensor = grpcclient.InferInput("TEMPERATURE", [1], "FP32")
-        tensor.set_data_from_numpy(np.array([temperature], dtype=np.float32))
-        inputs.append(tensor)
+    for name, dtype, value in (  # left out: the served model's defaults
+        ("TEMPERATURE", "FP32", temperature),
+        ("REPETITION_PENALTY", "FP32", repetition_penalty),
+        ("ENABLE_THINKING", "BOOL", enable_thinking),
+    ):
+        if value is not None:
+            tensor = grpcclient.InferInput(name, [1], dtype)
+            numpy_type = np.bool_ if dtype == "BOOL" else np.float32
+            tensor.set_data_from_numpy(np.array([value], dtype=numpy_type))
+            inputs.append(tensor)
     out = Streamed()
     start = time.perf_counter()
     client.async_stream_infer("llm", inputs)

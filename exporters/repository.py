@@ -256,7 +256,8 @@ def _whisper_vars(export_dir: Path) -> dict[str, str]:
 
 
 def _llm_vars(export_dir: Path) -> dict[str, str]:
-    return {"llm_source": ExportInfo.read(export_dir).source}
+    info = ExportInfo.read(export_dir)
+    return {"llm_source": info.source, "llm_thinking": str(info.extra.get("thinking", "none"))}
 
 
 def _piper_vars(export_dir: Path) -> dict[str, str]:
@@ -345,8 +346,10 @@ def _whisper_engine_vars(folder: Path) -> dict[str, str]:
 
 def _llm_engine_vars(folder: Path) -> dict[str, str]:
     engine = _engine_config(folder, "engine", "build_config")
+    meta = json.loads((folder / "llm.json").read_text(encoding="utf-8"))
     return {
         "llm_source": str(folder),
+        "llm_thinking": str(meta.get("thinking", "none")),
         "llm_max_batch_size": str(int(engine.get("max_batch_size", 8))),
     }
 

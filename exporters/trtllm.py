@@ -163,6 +163,9 @@ def _run(cmd: list[str]) -> None:
 TRTLLM_LLM_CLASSES = {
     "Qwen2ForCausalLM": "QWenForCausalLM",
     "Qwen3ForCausalLM": "QWenForCausalLM",
+    # TensorRT-LLM's Qwen class converts the mixtures of experts too (Qwen3-30B-A3B).
+    "Qwen2MoeForCausalLM": "QWenForCausalLM",
+    "Qwen3MoeForCausalLM": "QWenForCausalLM",
     "LlamaForCausalLM": "LLaMAForCausalLM",
 }
 
@@ -170,8 +173,11 @@ TRTLLM_LLM_CLASSES = {
 @dataclass(frozen=True)
 class LlmEngineSpec:
     max_batch_size: int = 8
-    max_input_len: int = 2048
-    max_seq_len: int = 4096
+    # None: the model's own context (YaRN-stretched where scaled); input gets all but
+    # the reply's share.
+    max_input_len: int | None = None
+    max_seq_len: int | None = None
+    reply_tokens: int = 2048
     dtype: str = "float16"  # float16 | bfloat16
     weight_only: str | None = None  # None | int8 | int4
     # KV cache blocks: a prompt prefix is reused in whole blocks, so a block no longer
@@ -179,18 +185,30 @@ class LlmEngineSpec:
     tokens_per_block: int = 32
 
 
-def llm_build_command(checkpoint_dir: Path, engine_dir: Path, spec: LlmEngineSpec) -> list[str]:
+def engine_lengths(spec: LlmEngineSpec, context: int) -> tuple[int, int]:
+    """``(max_input_len, max_seq_len)``: as the spec says, else the model's context."""
+    seq = spec.max_seq_len or context
+    if seq <= 0:
+        raise ExportError("the checkpoint names no max_position_embeddings: set max_seq_len")
+    return spec.max_input_len or max(1, seq - min(spec.reply_tokens, seq // 2)), seq
+
+
+def llm_build_command(
+    checkpoint_dir: Path, engine_dir: Path, spec: LlmEngineSpec, *, context: int = 0
+) -> list[str]:
     """``trtllm-build`` for the LLM. Paged context attention is what lets the served
     engine (``enable_kv_cache_reuse``) reuse the KV cache of a shared prefix (the system
-    prompt, a conversation's earlier turns) across requests instead of prefilling it."""
+    prompt, a conversation's earlier turns) across requests instead of prefilling it. The
+    lengths follow the model's context (``context``), unless the spec names them."""
+    max_input, max_seq = engine_lengths(spec, context)
     return [
         "trtllm-build",
         "--checkpoint_dir", str(checkpoint_dir),
         "--output_dir", str(engine_dir),
         "--gemm_plugin", "auto",
         "--max_batch_size", str(spec.max_batch_size),
-        "--max_input_len", str(spec.max_input_len),
-        "--max_seq_len", str(spec.max_seq_len),
+        "--max_input_len", str(max_input),
+        "--max_seq_len", str(max_seq),
         "--use_paged_context_fmha", "enable",
         "--tokens_per_block", str(spec.tokens_per_block),
     ]  # fmt: skip
@@ -216,18 +234,27 @@ def convert_llm_checkpoint(hf_dir: Path, out: Path, architecture: str, spec: Llm
     return out
 
 
-def build_llm_engines(hf_dir: Path, out: Path, architecture: str, spec: LlmEngineSpec) -> Path:
-    """Hugging Face folder -> ``out/engine`` plus the tokenizer files; returns ``out``."""
-    from exporters.llm import write_serving_files
+def build_llm_engines(
+    hf_dir: Path,
+    out: Path,
+    architecture: str,
+    spec: LlmEngineSpec,
+    *,
+    generation_fallback: dict | None = None,
+) -> Path:
+    """Hugging Face folder -> ``out/engine`` plus the tokenizer files; returns ``out``. A
+    YaRN-scaled checkpoint (:func:`exporters.llm.apply_rope_scaling`) carries its
+    ``rope_scaling`` into TensorRT-LLM's checkpoint, and the engine's lengths follow it."""
+    from exporters.llm import context_length, write_serving_files
 
     require_tensorrt_llm()
     require_tool("trtllm-build")
     with progress() as bar:
         task = bar.add_task("TensorRT-LLM llm", total=3)
-        write_serving_files(hf_dir, out)
+        write_serving_files(hf_dir, out, generation_fallback)
         bar.advance(task)
         checkpoint = convert_llm_checkpoint(hf_dir, out / "checkpoint", architecture, spec)
         bar.advance(task)
-        _run(llm_build_command(checkpoint, out / "engine", spec))
+        _run(llm_build_command(checkpoint, out / "engine", spec, context=context_length(hf_dir)))
         bar.advance(task)
     return out

@@ -189,7 +189,7 @@ def _build(
         task = bar.add_task(f"export {TARGET}", total=5)
         hf_dir = to_huggingface(path, kind, out / ".work", cache_dir)
         model = WhisperForConditionalGeneration.from_pretrained(
-            hf_dir, attn_implementation="eager"
+            hf_dir, attn_implementation="eager", local_files_only=True
         ).eval()
         meta = whisper_metadata(model, hf_dir)
         bar.advance(task)
@@ -250,7 +250,7 @@ def serving_files_for(source: str | Path, out: Path, cache_dir: Path) -> dict:
 
     path, kind = resolve_source(source, cache_dir)
     hf_dir = to_huggingface(path, kind, out / ".work", cache_dir)
-    model = WhisperForConditionalGeneration.from_pretrained(hf_dir)
+    model = WhisperForConditionalGeneration.from_pretrained(hf_dir, local_files_only=True)
     meta = whisper_metadata(model, hf_dir)
     write_serving_files(hf_dir, out, meta)
     shutil.rmtree(out / ".work", ignore_errors=True)

@@ -10,12 +10,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 MESSAGE_OVERHEAD_TOKENS = 4  # role markers and separators of a chat template
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """A request's sampling. A field left ``None`` takes the served model's default, which
+    its checkpoint names (``generation_config.json``)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
 
 
 class PromptTooLong(ValueError):
@@ -57,3 +69,70 @@ def fit_messages(
         used += cost(message)
         kept.insert(0, message)
     return system + kept, len(rest) - len(kept)
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+UNFINISHED_THOUGHT = (
+    "Sorry, I needed more time to think that through than I had. Could you ask it more simply?"
+)
+
+
+class ReasoningSplitter:
+    """Keeps a thinking model's reasoning apart from its reply, as the text streams in.
+
+    A reply that opens with ``<think>`` (Qwen3 with ``enable_thinking``), or a model whose
+    prompt already opened it (``inside``: Qwen3 Thinking-2507 only ever closes it), reasons
+    until ``</think>``; only what follows is the reply. Text that could still be the start
+    of a tag is held back, so a tag split across tokens never leaks. :meth:`finish` says
+    whether the reasoning was left unfinished (the token budget ran out inside it).
+    """
+
+    def __init__(self, *, inside: bool = False) -> None:
+        self._state = "reasoning" if inside else "start"
+        self._held = ""
+
+    def push(self, text: str) -> tuple[str, str]:
+        """``(reasoning, reply)`` that can be released now."""
+        self._held += text
+        reasoning = reply = ""
+        if self._state == "start":
+            head = self._held.lstrip()
+            if head.startswith(THINK_OPEN):
+                self._state, self._held = "reasoning", head[len(THINK_OPEN) :]
+            elif THINK_OPEN.startswith(head):
+                return "", ""  # it may yet be "<think>"
+            else:
+                self._state = "reply"
+        if self._state == "reasoning":
+            at = self._held.find(THINK_CLOSE)
+            if at == -1:
+                keep = _partial_suffix(self._held, THINK_CLOSE)
+                cut = len(self._held) - keep
+                reasoning, self._held = self._held[:cut], self._held[cut:]
+                return reasoning, ""
+            reasoning = self._held[:at]
+            self._state, self._held = "after", self._held[at + len(THINK_CLOSE) :]
+        if self._state == "after":
+            self._held = self._held.lstrip()
+            if not self._held:
+                return reasoning, ""
+            self._state = "reply"
+        reply, self._held = self._held, ""
+        return reasoning, reply
+
+    def finish(self) -> tuple[str, str, bool]:
+        """``(reasoning, reply, unfinished)`` for what is still held at the end."""
+        held, self._held = self._held, ""
+        if self._state == "reasoning":
+            return held, "", True
+        if self._state == "start":
+            return "", held, False
+        return "", held, False
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest end of ``text`` that is a start of ``tag``."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-n:]):
+            return n
+    return 0

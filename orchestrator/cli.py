@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from benchmarks.perf import perf_app
-from exporters.cli import build_from_settings, export_app, repo_app
+from exporters.cli import build_from_settings, export_app, models_app, repo_app
 from orchestrator.cli_errors import one_line_errors
 from orchestrator.config import get_settings
 from orchestrator.db.session import database_session
@@ -34,6 +35,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(repo_app, name="repo")
 app.add_typer(export_app, name="export")
+app.add_typer(models_app, name="models")
 app.add_typer(perf_app, name="bench")
 
 
@@ -45,6 +47,10 @@ def main(
 ) -> None:
     settings = get_settings()
     setup_logging(log_level or settings.log_level)
+    # Models load from local files only: no library may reach a hub behind June's back
+    # (`june models fetch --online` is the one way to download).
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(variable, "1")
 
 
 @app.command()

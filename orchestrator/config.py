@@ -134,6 +134,16 @@ class Settings(BaseSettings):
         "Face folder or GGUF file (production: a Qwen instruct model).",
     )
     llm_precision: Literal["fp32", "int8", "int4"] = "int4"
+    allow_unlisted_models: bool = Field(
+        False,
+        description="Export and serve models that are not on the authorised list "
+        "(exporters/models.toml).",
+    )
+    llm_rope_scaling: str | None = Field(
+        None,
+        description="yarn:FACTOR stretches the LLM's context FACTOR times (Qwen3: yarn:4 for "
+        "128k tokens); raise JUNE_LLM_PROMPT_TOKENS to use it.",
+    )
     llm_threads: int = Field(
         0,
         ge=0,
@@ -181,6 +191,29 @@ class Settings(BaseSettings):
     )
     turn_max_tokens: int = Field(
         96, ge=8, le=1024, description="Longest spoken reply, in tokens (voice replies are short)."
+    )
+    turn_sampling: Literal["greedy", "model"] = Field(
+        "greedy",
+        description="How a turn's reply is decoded: greedy with no repetition penalty (a "
+        "penalty counts the sources in the prompt too, and measured on SmolLM2 it changed the "
+        "hours it read out), or the model's own defaults (its generation_config).",
+    )
+    thinking_turns: bool = Field(
+        False,
+        description="Let a thinking model (Qwen3) think before a turn's reply: voice, typed, "
+        "live, Telegram and Wyoming turns. Off by default: thinking delays the first word.",
+    )
+    thinking_chat: Literal["model", "on", "off"] = Field(
+        "model",
+        description="Thinking for plain chats (/v1/chat with messages, /v1/chat/completions) "
+        "that do not ask: the chat template's default, always, or never.",
+    )
+    turn_thinking_max_tokens: int = Field(
+        1024, ge=64, le=32768, description="A turn's token budget when it thinks first."
+    )
+    store_reasoning: bool = Field(
+        False,
+        description="Store a thinking model's reasoning with each turn (apart from the reply).",
     )
 
     # --- live voice (the /v1/realtime WebSocket) ------------------------------------------

@@ -42,14 +42,14 @@ from orchestrator.audio import (
     has_speech,
 )
 from orchestrator.auth import Principal
-from orchestrator.chat import fit_messages, token_counter
+from orchestrator.chat import Sampling, fit_messages, token_counter
 from orchestrator.config import Settings
 from orchestrator.db import conversations as crud
 from orchestrator.db.conversations import ConversationNotFound, NewTurn
 from orchestrator.db.models import Turn
 from orchestrator.rag import store
 from orchestrator.rag.focus import relevant_sentences
-from orchestrator.triton.client import Speech, TritonGateway
+from orchestrator.triton.client import ChatChunk, Speech, TritonGateway
 from orchestrator.tts import SentenceSpeaker, split_sentences
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ SYSTEM_PROMPT = (
     "plain spoken English. When the numbered sources given with a question answer it, "
     "answer from them. Otherwise answer from the conversation, or say that you do not know."
 )
+# Grounded replies read their sources out: no penalty for repeating the prompt's words.
+GREEDY = Sampling(temperature=0.0, repetition_penalty=1.0)
 DIDNT_CATCH = "Sorry, I didn't catch that. Could you say it again?"
 _CITATION = re.compile(r"\s*\[\d+\]")
 
@@ -373,12 +375,24 @@ class TurnService:
         )
         return fitted
 
-    async def generate(self, messages: list[dict[str, str]], deadline: float) -> AsyncIterator[str]:
+    async def generate(
+        self, messages: list[dict[str, str]], deadline: float
+    ) -> AsyncIterator[ChatChunk]:
+        """The reply as it streams; a thinking model's reasoning is kept apart (in
+        ``reasoning``), so it is never spoken, shown or sent as the reply."""
+        settings = self.settings
+        thinking = settings.thinking_turns
+        # A model that always thinks (Qwen3 Thinking-2507) gets the thinking budget even
+        # with thinking off: its reply comes only after its reasoning.
+        thinks = thinking or await self.triton.thinking_mode() == "always"
         async for chunk in self.triton.chat_stream(
-            messages, max_tokens=self.settings.turn_max_tokens, temperature=0.0, deadline=deadline
+            messages,
+            max_tokens=settings.turn_thinking_max_tokens if thinks else settings.turn_max_tokens,
+            sampling=GREEDY if settings.turn_sampling == "greedy" else Sampling(),
+            thinking=thinking,
+            deadline=deadline,
         ):
-            if chunk.delta:
-                yield chunk.delta
+            yield chunk
 
     def speaker(self, deadline: float) -> SentenceSpeaker:
         return SentenceSpeaker(self.triton, model=self.settings.tts_model, deadline=deadline)
@@ -408,11 +422,16 @@ class TurnService:
             out = ReplyAudio(request.fmt, on_first=lambda: clock.lap("first_audio"))
 
         reply: list[str] = []
+        reasoning: list[str] = []
         said: list[Spoken] = []  # each sentence's audio, as it is sent
         interrupt = request.interrupt
         stop = interrupt.event if interrupt is not None else None
         try:
-            async for delta in until(self.generate(messages, deadline), stop):
+            async for chunk in until(self.generate(messages, deadline), stop):
+                reasoning.append(chunk.reasoning)
+                delta = chunk.delta
+                if not delta:
+                    continue
                 if not reply:
                     clock.lap("first_token")  # the LLM's prefill of the whole prompt
                 reply.append(delta)
@@ -464,6 +483,9 @@ class TurnService:
                     timings_ms=clock.timings_ms,
                     models=self.models,
                     interrupted=interrupted,
+                    reasoning="".join(reasoning).strip() or None
+                    if self.settings.store_reasoning
+                    else None,
                 ),
                 sources,
             ),

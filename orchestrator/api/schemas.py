@@ -141,10 +141,23 @@ class ChatIn(BaseModel):
     )
     system: str | None = Field(None, max_length=20_000, description="Prepended; never truncated.")
     max_tokens: int = Field(256, ge=1, le=2048)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float | None = Field(
+        None, ge=0.0, le=2.0, description="0 is greedy. Left out: the model's default."
+    )
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Left out: the model's.")
+    top_k: int | None = Field(None, ge=0, description="0: no cut. Left out: the model's.")
+    repetition_penalty: float | None = Field(
+        None, gt=0.0, le=2.0, description="1 is none. Left out: the model's default."
+    )
     stop: list[str] = Field(default_factory=list, max_length=4)
     seed: int | None = Field(None, ge=0)
+    thinking: bool | None = Field(
+        None,
+        description="Let a thinking model (Qwen3) think first. Left out: JUNE_THINKING_CHAT.",
+    )
+    include_reasoning: bool = Field(
+        False, description="Also return a thinking model's reasoning (never part of text)."
+    )
     stream: bool = False
 
     _clean_text = field_validator("text", "system")(_clean_optional)
@@ -181,6 +194,9 @@ class ChatIn(BaseModel):
 
 class ChatOut(BaseModel):
     text: str
+    reasoning: str | None = Field(
+        None, description="A thinking model's reasoning, with include_reasoning only."
+    )
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int

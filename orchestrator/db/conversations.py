@@ -38,6 +38,7 @@ class NewTurn:
     timings_ms: dict[str, float]
     models: dict[str, str]
     interrupted: bool = False
+    reasoning: str | None = None  # a thinking model's, kept only with store_reasoning
 
 
 async def owned_conversation(
@@ -179,6 +180,7 @@ async def store_turn(
         timings_ms=turn.timings_ms,
         models=turn.models,
         interrupted=turn.interrupted,
+        reasoning=turn.reasoning,
     )
     session.add(row)
     if token is not None:

@@ -124,6 +124,8 @@ class Turn(Base):
     models: Mapped[dict] = mapped_column(JSONB)
     # the user talked over the reply: ``reply`` is the part they heard
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A thinking model's reasoning, apart from the reply; stored only with store_reasoning.
+    reasoning: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     conversation: Mapped[Conversation] = relationship(back_populates="turns")

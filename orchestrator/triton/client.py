@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import grpc
@@ -21,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from orchestrator import metrics
 from orchestrator.admission import Admission
+from orchestrator.chat import UNFINISHED_THOUGHT, ReasoningSplitter, Sampling
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,6 +112,7 @@ class ChatChunk:
     finish_reason: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning: str = ""  # a thinking model's reasoning: never part of ``delta``
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ class TritonGateway:
         self._inflight: dict[str, set[asyncio.Event]] = {}  # model -> its calls' breakers
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
         self._asr_languages: frozenset[str] | None = None
+        self._thinking: dict[str, str] = {}
 
     def fail_inflight(self, model: str, why: str) -> int:
         """Fail every call now in flight to ``model`` with :class:`ModelUnhealthy` (503).
@@ -419,10 +422,10 @@ class TritonGateway:
         messages: list[dict],
         *,
         max_tokens: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
+        sampling: Sampling | None = None,
         stop: list[str] | None = None,
         seed: int | None = None,
+        thinking: bool | None = None,
         model: str = "llm",
         deadline: float | None = None,
     ) -> AsyncIterator[ChatChunk]:
@@ -436,24 +439,51 @@ class TritonGateway:
         two responses is joined. Closing the iterator early (the HTTP client went away)
         cancels the gRPC stream, and the model frees the request's slot. The whole stream
         has a deadline: ``deadline``, or ``timeout_s`` plus a second a token.
+
+        Sampling left ``None`` is the served model's default (its checkpoint's). A thinking
+        model's reasoning comes apart from the reply (:class:`ReasoningSplitter`): in
+        ``reasoning``, never in ``delta``. Reasoning the token budget cut short ends the
+        reply with :data:`UNFINISHED_THOUGHT` and ``finish_reason`` ``length``.
         """
         if deadline is None:
             deadline = time.monotonic() + self.timeout_s + max_tokens
+        inside = await self.thinking_mode(model) == "always"
+        splitter = ReasoningSplitter(inside=inside)
         async with self._slot(model, deadline):
             async for chunk in self._chat_stream(
-                messages, max_tokens, temperature, top_p, stop, seed, model, deadline
+                messages, max_tokens, sampling or Sampling(), stop, seed, thinking, model, deadline
             ):
-                yield chunk
+                reasoning, delta = splitter.push(chunk.delta)
+                if chunk.finish_reason:
+                    rest_reasoning, rest, unfinished = splitter.finish()
+                    reasoning, delta = reasoning + rest_reasoning, delta + rest
+                    if unfinished:
+                        delta = UNFINISHED_THOUGHT
+                        chunk = replace(chunk, finish_reason="length")
+                if delta or reasoning or chunk.finish_reason:
+                    yield replace(chunk, delta=delta, reasoning=reasoning)
         self.last_ok[model] = time.monotonic()
+
+    async def thinking_mode(self, model: str = "llm") -> str:
+        """How the served LLM thinks aloud: ``none``, ``optional`` or ``always`` (its config's
+        ``thinking`` parameter, read once)."""
+        if model not in self._thinking:
+            try:
+                config = await self._client.get_model_config(model, as_json=True)
+            except InferenceServerException as exc:
+                raise TritonUnavailable(f"Triton model {model!r} is unavailable") from exc
+            params = config["config"].get("parameters", {})
+            self._thinking[model] = params.get("thinking", {}).get("string_value") or "none"
+        return self._thinking[model]
 
     async def _chat_stream(
         self,
         messages: list[dict],
         max_tokens: int,
-        temperature: float,
-        top_p: float,
+        sampling: Sampling,
         stop: list[str] | None,
         seed: int | None,
+        thinking: bool | None,
         model: str,
         deadline: float,
     ) -> AsyncIterator[ChatChunk]:
@@ -462,9 +492,16 @@ class TritonGateway:
                 "MESSAGES", "BYTES", np.array([json.dumps(messages).encode()], dtype=np.object_)
             ),
             _tensor("MAX_TOKENS", "INT32", np.array([max_tokens], dtype=np.int32)),
-            _tensor("TEMPERATURE", "FP32", np.array([temperature], dtype=np.float32)),
-            _tensor("TOP_P", "FP32", np.array([top_p], dtype=np.float32)),
         ]
+        for name, kind, dtype, value in (
+            ("TEMPERATURE", "FP32", np.float32, sampling.temperature),
+            ("TOP_P", "FP32", np.float32, sampling.top_p),
+            ("TOP_K", "INT32", np.int32, sampling.top_k),
+            ("REPETITION_PENALTY", "FP32", np.float32, sampling.repetition_penalty),
+            ("ENABLE_THINKING", "BOOL", np.bool_, thinking),
+        ):
+            if value is not None:  # left out: the model's default
+                inputs.append(_tensor(name, kind, np.array([value], dtype=dtype)))
         if stop:
             inputs.append(
                 _tensor("STOP", "BYTES", np.array([s.encode() for s in stop], dtype=np.object_))

@@ -126,6 +126,7 @@ def test_export_whisper_gpu_target_without_tensorrt_llm(tmp_path):
         "gpu",
         "--out",
         str(tmp_path / "o"),
+        "--allow-unlisted",
     )
     assert proc.returncode == 1
     lines = error_lines(proc)

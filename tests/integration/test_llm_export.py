@@ -43,8 +43,17 @@ def hf_greedy(model, ids: list[int], new_tokens: int) -> list[int]:
     return out[0, len(ids) :].tolist()
 
 
-def tiny_model(kind: str, folder, tokenizer_dir):
-    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+def tiny_model(kind: str, folder, tokenizer_dir, **overrides):
+    """A random-initialised model of the real architecture (qwen2, qwen3, qwen3_moe), with
+    SmolLM2's tokenizer and chat template."""
+    from transformers import (
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+        Qwen3MoeConfig,
+        Qwen3MoeForCausalLM,
+    )
 
     common = dict(
         vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -54,10 +63,13 @@ def tiny_model(kind: str, folder, tokenizer_dir):
     config_cls, model_cls = {
         "qwen2": (Qwen2Config, Qwen2ForCausalLM),
         "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+        "qwen3_moe": (Qwen3MoeConfig, Qwen3MoeForCausalLM),
     }[kind]
-    extra = {"head_dim": 16} if kind == "qwen3" else {}
+    extra = {"head_dim": 16} if kind.startswith("qwen3") else {}
+    if kind == "qwen3_moe":
+        extra |= {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
     torch.manual_seed(0)
-    model = model_cls(config_cls(**common, **extra)).eval()
+    model = model_cls(config_cls(**{**common, **extra, **overrides})).eval()
     model.save_pretrained(folder)
     for name in (
         "tokenizer.json",

@@ -17,6 +17,7 @@ import pytest
 
 from exporters.llm import export_llm
 from exporters.repository import GPU_MODELS, build_repository
+from orchestrator.chat import Sampling
 from orchestrator.triton.client import LlmRequestError, TritonGateway
 from tests.conftest import make_triton
 from tests.integration.test_llm_served import hf_chat_greedy
@@ -60,16 +61,24 @@ def chat(server, messages, **options):
 
 
 @pytest.mark.parametrize(
-    "question", ["What is the capital of France?", "Say hello in Japanese with an emoji."]
+    ("question", "penalty"),
+    [
+        ("What is the capital of France?", None),
+        ("Say hello in Japanese with an emoji.", None),
+        ("What is the capital of France?", 1.1),
+    ],
 )
-def test_streams_what_transformers_generates(gpu_llm, smollm_hf, question):
+def test_streams_what_transformers_generates(gpu_llm, smollm_hf, question, penalty):
+    """Greedy, as the checkpoint's defaults say; a repetition penalty, when asked, reaches
+    TensorRT-LLM through the ensemble (the stand-in applies it as the engine would)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(smollm_hf)
     model = AutoModelForCausalLM.from_pretrained(smollm_hf).eval()
     messages = [{"role": "user", "content": question}]
-    chunks = chat(gpu_llm, messages, max_tokens=24)
-    reference = [t for t in hf_chat_greedy(model, smollm_hf, question, 24) if t != 2]
+    chunks = chat(gpu_llm, messages, max_tokens=24, sampling=Sampling(repetition_penalty=penalty))
+    reference = hf_chat_greedy(model, smollm_hf, question, 24, penalty or 1.0)
+    reference = [t for t in reference if t != 2]
 
     assert len(chunks) > 2  # streamed, not one block
     text = "".join(c.delta for c in chunks)
@@ -90,7 +99,12 @@ def test_a_short_budget_ends_with_length(gpu_llm):
 
 def test_bad_requests_are_the_clients_mistake_and_the_model_keeps_serving(gpu_llm):
     with pytest.raises(LlmRequestError, match="TEMPERATURE"):
-        chat(gpu_llm, [{"role": "user", "content": "hi"}], max_tokens=5, temperature=3.0)
+        chat(
+            gpu_llm,
+            [{"role": "user", "content": "hi"}],
+            max_tokens=5,
+            sampling=Sampling(temperature=3.0),
+        )
     with pytest.raises(LlmRequestError, match="exceeds the context length"):
         chat(gpu_llm, [{"role": "user", "content": "hi"}], max_tokens=10_000_000)
     assert chat(gpu_llm, [{"role": "user", "content": "hi"}], max_tokens=4)[-1].finish_reason

@@ -1,5 +1,8 @@
 """The decoupled ``llm`` model on a real tritonserver: parity, streaming, concurrency, cancel."""
 
+import asyncio
+import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -8,6 +11,8 @@ import torch
 
 from benchmarks.llm_client import stream_chat
 from exporters.repository import MODELS, build_repository
+from orchestrator.chat import UNFINISHED_THOUGHT
+from orchestrator.triton.client import TritonGateway
 from tests.conftest import make_triton
 from tests.integration.test_llm_export import tiny_model
 
@@ -19,17 +24,19 @@ QUESTIONS = [
 ]
 
 
-def serve_llm(tmp_path, cache_dir, source, precision):
+def serve_llm(tmp_path, cache_dir, source, precision, **options):
     repo = build_repository(
         profile="cpu", out=tmp_path / "repo", cache_dir=cache_dir, models=LLM_ONLY,
-        sources={"llm": str(source)}, options={"llm": {"precision": precision}},
+        sources={"llm": str(source)}, options={"llm": {"precision": precision, **options}},
     )  # fmt: skip
     server = make_triton(repo, tmp_path / "rt")
     server.start(timeout_s=120)
     return server
 
 
-def hf_chat_greedy(model, tokenizer_dir, question: str, max_new_tokens: int) -> list[int]:
+def hf_chat_greedy(
+    model, tokenizer_dir, question: str, max_new_tokens: int, repetition_penalty: float = 1.0
+) -> list[int]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -41,13 +48,17 @@ def hf_chat_greedy(model, tokenizer_dir, question: str, max_new_tokens: int) -> 
     )["input_ids"]
     with torch.no_grad():
         out = model.generate(
-            ids, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=2
-        )
+            ids, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=2,
+            repetition_penalty=repetition_penalty,
+        )  # fmt: skip
     return out[0, ids.shape[1] :].tolist()
 
 
 @pytest.mark.parametrize("kind", ["qwen2", "qwen3", "smollm2"])
 def test_greedy_through_triton_equals_transformers(kind, tmp_path, cache_dir, smollm_hf):
+    """Each with the sampling its export serves by default: the tiny checkpoints name none
+    (plain greedy); SmolLM2's GGUF names none either, and June gives it greedy with a 1.1
+    repetition penalty, which transformers applies the same way."""
     from transformers import AutoModelForCausalLM
 
     if kind == "smollm2":
@@ -64,7 +75,9 @@ def test_greedy_through_triton_equals_transformers(kind, tmp_path, cache_dir, sm
                 server.grpc_url, [{"role": "user", "content": question}], max_tokens=20
             )
             assert not served.error, served.error
-            reference = [t for t in hf_chat_greedy(model, smollm_hf, question, 20) if t != 2]
+            penalty = 1.1 if kind == "smollm2" else 1.0
+            reference = hf_chat_greedy(model, smollm_hf, question, 20, penalty)
+            reference = [t for t in reference if t != 2]
             assert [t for t in served.token_ids if t != 2] == reference, (question, served.text)
             assert served.completion_tokens == len(served.token_ids)
     finally:
@@ -134,9 +147,10 @@ def test_eight_concurrent_chats_finish_correctly(llm_server):
     ]  # fmt: skip
 
     def ask(question: str):
-        return stream_chat(
-            llm_server.grpc_url, [{"role": "user", "content": question}], max_tokens=16
-        )
+        return stream_chat(  # plain greedy: these questions' openings differ under it
+            llm_server.grpc_url, [{"role": "user", "content": question}], max_tokens=16,
+            temperature=0.0, repetition_penalty=1.0,
+        )  # fmt: skip
 
     alone = [ask(q) for q in questions]
     openings = [tuple(a.token_ids[:4]) for a in alone]
@@ -174,3 +188,96 @@ def test_cancelling_frees_the_slot(llm_server):
     assert after.finish_reason == "length" and not after.error
     # Had the four 3000-token chats kept their slots, this would wait minutes, not seconds.
     assert time.perf_counter() - start < 30
+
+
+def repeated_ngrams(text: str, n: int = 4) -> int:
+    words = re.findall(r"[\w']+", text.lower())
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def test_the_readme_chat_examples_do_not_loop(llm_server):
+    """The README's /v1/chat questions, with the defaults the export serves. Plain greedy,
+    asked for explicitly, loops on the first ("Paris, capital of the French language,
+    culture, and culture"): the default is what mends it."""
+    url = llm_server.grpc_url
+    capital = [{"role": "user", "content": "What is the capital of France?"}]
+    answer = stream_chat(url, capital, max_tokens=32)
+    assert "Paris" in answer.text and repeated_ngrams(answer.text, 3) == 0, answer.text
+    story = stream_chat(url, [{"role": "user", "content": "Tell me a story."}], max_tokens=128)
+    assert story.completion_tokens > 40 and repeated_ngrams(story.text) == 0, story.text
+    plain = stream_chat(url, capital, max_tokens=32, temperature=0.0, repetition_penalty=1.0)
+    assert repeated_ngrams(plain.text, 3) > 0, plain.text
+
+
+QWEN3_HYBRID = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}"
+    "<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+QWEN3_THINKING_2507 = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
+def thinking_model(folder, smollm_hf, template: str):
+    """A tiny random Qwen3 whose chat template is a thinking model's."""
+    tiny_model("qwen3", folder, smollm_hf)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "chat_template.jinja").write_text(template)
+    return folder
+
+
+def gateway_chat(server, messages, **options):
+    async def run():
+        gateway = TritonGateway(server.grpc_url)
+        try:
+            mode = await gateway.thinking_mode()
+            return mode, [c async for c in gateway.chat_stream(messages, **options)]
+        finally:
+            await gateway.close()
+
+    return asyncio.run(run())
+
+
+def test_a_thinking_models_reasoning_never_becomes_the_reply(tmp_path, cache_dir, smollm_hf):
+    """Qwen3 Thinking-2507's template opens <think> in the prompt; the reply only closes it.
+    A random model never closes it within its budget: all of it is reasoning, and the
+    reply is the fallback, never the thinking."""
+    folder = thinking_model(tmp_path / "thinker", smollm_hf, QWEN3_THINKING_2507)
+    server = serve_llm(tmp_path, cache_dir, folder, "fp32")
+    try:
+        question = [{"role": "user", "content": "What is the capital of France?"}]
+        mode, chunks = gateway_chat(server, question, max_tokens=12)
+        raw = stream_chat(server.grpc_url, question, max_tokens=12)
+    finally:
+        server.stop()
+    assert mode == "always"
+    reply = "".join(c.delta for c in chunks)
+    reasoning = "".join(c.reasoning for c in chunks)
+    assert reply == UNFINISHED_THOUGHT
+    assert chunks[-1].finish_reason == "length"
+    assert reasoning == raw.text  # every generated character went to the reasoning
+    assert raw.text and raw.text not in reply
+
+
+def test_enable_thinking_reaches_the_served_template(tmp_path, cache_dir, smollm_hf):
+    """Qwen3's hybrid template closes an empty <think> block when thinking is off: the
+    prompt is longer by it, and the model is known to think optionally."""
+    folder = thinking_model(tmp_path / "hybrid", smollm_hf, QWEN3_HYBRID)
+    server = serve_llm(tmp_path, cache_dir, folder, "fp32")
+    try:
+        question = [{"role": "user", "content": "Hi"}]
+        on = stream_chat(server.grpc_url, question, max_tokens=2, enable_thinking=True)
+        off = stream_chat(server.grpc_url, question, max_tokens=2, enable_thinking=False)
+        default = stream_chat(server.grpc_url, question, max_tokens=2)
+        mode, _ = gateway_chat(server, question, max_tokens=1)
+    finally:
+        server.stop()
+    assert not on.error and not off.error
+    assert off.prompt_tokens > on.prompt_tokens == default.prompt_tokens
+    assert mode == "optional"

@@ -8,8 +8,9 @@ exercised on a real tritonserver. It follows the backend's streaming contract fo
 sends: greedy decoding (top-k 1) of ``input_ids`` for up to ``request_output_len`` tokens,
 one response per new token (``exclude_input_in_output``), no token for ``end_id``, the final
 flag on the last response; ``num_input_tokens`` / ``num_output_tokens`` with each. The
-tokens come from ONNX Runtime GenAI running the same checkpoint. Sampling parameters and
-stop words are accepted and ignored.
+tokens come from ONNX Runtime GenAI running the same checkpoint, with the
+``repetition_penalty`` sent. Other sampling parameters and stop words are accepted and
+ignored.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ class TritonPythonModel:
             budget = int(value("request_output_len").reshape(-1)[0])
             end_id = int(value("end_id").reshape(-1)[0])
             params = og.GeneratorParams(self.model)
-            params.set_search_options(max_length=length + budget, do_sample=False)
+            penalty = pb_utils.get_input_tensor_by_name(request, "repetition_penalty")
+            params.set_search_options(
+                max_length=length + budget,
+                do_sample=False,
+                repetition_penalty=1.0 if penalty is None else float(penalty.as_numpy().flat[0]),
+            )
             generator = og.Generator(self.model, params)
             generator.append_tokens(ids)
             made = 0

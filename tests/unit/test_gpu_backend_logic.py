@@ -7,6 +7,9 @@ from tokenizers import Tokenizer
 from tests.conftest import load_backend_module
 
 prompt = load_backend_module("llm_preprocessing", "prompt")
+chat = load_backend_module("llm_preprocessing", "chat")
+GREEDY = chat.Sampling(temperature=0.0, top_p=0.5)
+SAMPLED = chat.Sampling(temperature=0.7, top_p=0.9)
 token_bytes = load_backend_module("llm_postprocessing", "token_bytes")
 
 MESSAGES = [{"role": "user", "content": "Hi there"}]
@@ -34,7 +37,7 @@ def test_stop_words_are_tensorrt_llms_two_row_layout(prep):
 
 def test_inputs_are_batched_by_one_and_greedy_is_top_k_one(prep):
     ids = prep.prompt_ids(MESSAGES)
-    inputs = prep.inputs(MESSAGES, max_tokens=8, temperature=0.0, top_p=0.5, stop=[], seed=7)
+    inputs = prep.inputs(MESSAGES, max_tokens=8, sampling=GREEDY, stop=[], seed=7)
     assert inputs["input_ids"].tolist() == [ids]
     assert inputs["input_lengths"].tolist() == [[len(ids)]]
     assert inputs["request_output_len"].tolist() == [[8]]
@@ -43,17 +46,20 @@ def test_inputs_are_batched_by_one_and_greedy_is_top_k_one(prep):
     assert inputs["temperature"].tolist() == [[1.0]]  # never 0: TensorRT-LLM divides by it
     assert inputs["seed"].dtype == np.uint64 and inputs["seed"].tolist() == [[7]]
     assert all(v.shape[0] == 1 for v in inputs.values())
-    sampled = prep.inputs(MESSAGES, max_tokens=8, temperature=0.7, top_p=0.9, stop=[], seed=None)
-    again = prep.inputs(MESSAGES, max_tokens=8, temperature=0.7, top_p=0.9, stop=[], seed=None)
-    assert sampled["runtime_top_k"].tolist() == [[0]]
+    sampled = prep.inputs(MESSAGES, max_tokens=8, sampling=SAMPLED, stop=[], seed=None)
+    again = prep.inputs(MESSAGES, max_tokens=8, sampling=SAMPLED, stop=[], seed=None)
+    assert sampled["runtime_top_k"].tolist() == [[50]]  # Hugging Face's default top_k
+    assert sampled["repetition_penalty"].tolist() == [[1.0]]
     assert sampled["seed"].tolist() != again["seed"].tolist()  # no shared default seed
 
 
 def test_limits_match_the_cpu_profile(prep):
     with pytest.raises(ValueError, match="0 <= TEMPERATURE <= 2"):
-        prep.inputs(MESSAGES, max_tokens=8, temperature=2.5, top_p=1.0, stop=[], seed=None)
+        prep.inputs(
+            MESSAGES, max_tokens=8, sampling=chat.Sampling(temperature=2.5), stop=[], seed=None
+        )
     with pytest.raises(ValueError, match="exceeds the context length"):
-        prep.inputs(MESSAGES, max_tokens=10**7, temperature=0.0, top_p=1.0, stop=[], seed=None)
+        prep.inputs(MESSAGES, max_tokens=10**7, sampling=GREEDY, stop=[], seed=None)
 
 
 def test_token_bytes_join_split_characters(trtllm_builds, prep):

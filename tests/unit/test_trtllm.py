@@ -99,11 +99,20 @@ def test_llm_build_command(tmp_path):
     from exporters.trtllm import LlmEngineSpec, llm_build_command
 
     cmd = llm_build_command(
-        tmp_path / "ckpt", tmp_path / "engine", LlmEngineSpec(max_batch_size=16)
+        tmp_path / "ckpt", tmp_path / "engine", LlmEngineSpec(max_batch_size=16), context=4096
     )
     assert cmd[0] == "trtllm-build"
     assert cmd[cmd.index("--max_batch_size") + 1] == "16"
-    assert cmd[cmd.index("--max_seq_len") + 1] == "4096"
+    assert cmd[cmd.index("--max_seq_len") + 1] == "4096"  # the model's context
+    assert cmd[cmd.index("--max_input_len") + 1] == "2048"
+    # Qwen3 with YaRN x4: 32768 native -> 131072, and the engine follows it
+    long = llm_build_command(tmp_path / "c", tmp_path / "e", LlmEngineSpec(), context=131072)
+    assert long[long.index("--max_seq_len") + 1] == "131072"
+    assert long[long.index("--max_input_len") + 1] == str(131072 - 2048)
+    named = llm_build_command(tmp_path / "c", tmp_path / "e", LlmEngineSpec(max_seq_len=8192))
+    assert named[named.index("--max_seq_len") + 1] == "8192"
+    with pytest.raises(ExportError, match="max_position_embeddings"):
+        llm_build_command(tmp_path / "c", tmp_path / "e", LlmEngineSpec(), context=0)
     # the served config turns on enable_kv_cache_reuse; the engine must be built for it
     assert cmd[cmd.index("--use_paged_context_fmha") + 1] == "enable"
     assert int(cmd[cmd.index("--tokens_per_block") + 1]) <= 64

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime_genai as og
-from chat import ChatTemplate
+from chat import ChatTemplate, Sampling
 
 log = logging.getLogger("june.llm")
 
@@ -43,8 +43,7 @@ class Job:
 
     prompt_ids: np.ndarray
     max_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
+    sampling: Sampling = field(default_factory=Sampling)
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     emit: Callable[[str, list[int], dict | None], None] = lambda delta, ids, final: None
@@ -72,8 +71,10 @@ class ContinuousBatcher:
         self.folder = folder
         self.threads = decoder_threads(intra_op_threads)
         self.template = ChatTemplate(folder)
+        self.defaults = Sampling.load(folder)
         genai_config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
         self.context_length = int(genai_config["model"]["context_length"])
+        self.vocab_size = int(genai_config["model"].get("vocab_size") or 0)
         self.capacity = 0
         engine_config = genai_config.get("engine", {})
         # Per-request seeds (and engine-side stop strings) need the paged-attention engine.
@@ -92,8 +93,10 @@ class ContinuousBatcher:
             raise RuntimeError(f"LLM engine failed to start: {self._error}")
 
     # --- called from Triton's thread ----------------------------------------------------
-    def encode_chat(self, messages: list[dict]) -> np.ndarray:
-        prompt = self.template.render(messages)
+    def encode_chat(
+        self, messages: list[dict], *, enable_thinking: bool | None = None
+    ) -> np.ndarray:
+        prompt = self.template.render(messages, enable_thinking=enable_thinking)
         return np.asarray(self.tokenizer.encode(prompt), dtype=np.int32)
 
     def submit(self, job: Job) -> None:
@@ -116,10 +119,15 @@ class ContinuousBatcher:
         request = self.engine.create_request()
         options = og.TurnOptions(request)
         options.set_max_generated_tokens(job.max_tokens)
-        options.set_temperature(job.temperature)
-        options.set_do_sample(job.temperature > 0)
-        if job.temperature > 0:
-            options.set_top_p(job.top_p)
+        sampling = job.sampling
+        sample = sampling.temperature > 0
+        options.set_do_sample(sample)
+        options.set_repetition_penalty(sampling.repetition_penalty)
+        if sample:
+            options.set_temperature(sampling.temperature)
+            options.set_top_p(sampling.top_p)
+            # top_k 0 is no cut (Hugging Face's meaning): every token of the vocabulary.
+            options.set_top_k(sampling.top_k or self.vocab_size or 1 << 20)
         if job.seed is not None:
             options.set_seed(job.seed)
         turn = request.begin_turn(job.prompt_ids, options)

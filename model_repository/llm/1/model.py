@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from chat import check_sampling, read_chat_request
+from chat import read_chat_request
 from june_backend import error_of, get_logger, int_parameter, parse_model_config
 from llm_engine import ContinuousBatcher, Job
 
@@ -45,10 +45,11 @@ class TritonPythonModel:
             folder, intra_op_threads=int_parameter(config, "intra_op_threads", 0)
         )
         log.info(
-            "LLM ready (batch capacity %d, context %d, %d threads)",
+            "LLM ready (batch capacity %d, context %d, %d threads, defaults %s)",
             self.batcher.capacity,
             self.batcher.context_length,
             self.batcher.threads,
+            self.batcher.defaults,
         )
 
     def execute(self, requests: list) -> None:
@@ -61,7 +62,7 @@ class TritonPythonModel:
                         "SEED is not supported here: ONNX Runtime GenAI seeds requests only in its "
                         "dynamic-batching (CUDA paged-attention) engine"
                     )
-                check_sampling(chat.max_tokens, chat.temperature, chat.top_p)
+                sampling = chat.sampling(self.batcher.defaults)
 
                 def emit(
                     delta: str, ids: list[int], final: dict | None, sender: object = sender
@@ -81,10 +82,11 @@ class TritonPythonModel:
 
                 self.batcher.submit(
                     Job(
-                        prompt_ids=self.batcher.encode_chat(chat.messages),
+                        prompt_ids=self.batcher.encode_chat(
+                            chat.messages, enable_thinking=chat.enable_thinking
+                        ),
                         max_tokens=chat.max_tokens,
-                        temperature=chat.temperature,
-                        top_p=chat.top_p,
+                        sampling=sampling,
                         seed=chat.seed,
                         stop=chat.stop,
                         emit=emit,

@@ -31,9 +31,9 @@ class TritonPythonModel:
         inputs = self.prep.inputs(
             chat.messages,
             max_tokens=chat.max_tokens,
-            temperature=chat.temperature,
-            top_p=chat.top_p,
+            sampling=chat.sampling(self.prep.defaults),
             stop=chat.stop,
             seed=chat.seed,
+            enable_thinking=chat.enable_thinking,
         )
         return [pb_utils.Tensor(name, value) for name, value in inputs.items()]

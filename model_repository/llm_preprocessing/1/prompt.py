@@ -11,22 +11,24 @@ import secrets
 from pathlib import Path
 
 import numpy as np
-from chat import ChatTemplate, check_sampling
+from chat import ChatTemplate, Sampling, check_sampling
 from tokenizers import Tokenizer
 
 
 class ChatPreprocessor:
     def __init__(self, folder: Path) -> None:
         self.template = ChatTemplate(folder)
+        self.defaults = Sampling.load(folder)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         meta = json.loads((folder / "llm.json").read_text(encoding="utf-8"))
         self.eos_ids: list[int] = [int(i) for i in meta["eos_token_ids"]]
         self.pad_id = int(meta["pad_token_id"])
         self.context_length = int(meta.get("context_length") or 0)
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
+    def prompt_ids(self, messages: list[dict], *, enable_thinking: bool | None = None) -> list[int]:
         # The rendered template already holds the special tokens as text.
-        return self.tokenizer.encode(self.template.render(messages), add_special_tokens=False).ids
+        prompt = self.template.render(messages, enable_thinking=enable_thinking)
+        return self.tokenizer.encode(prompt, add_special_tokens=False).ids
 
     def stop_words(self, stop: list[str]) -> np.ndarray:
         """TensorRT-LLM's ``stop_words_list`` ``[2, n]``: the token ids of every stop sequence
@@ -53,20 +55,20 @@ class ChatPreprocessor:
         messages: list[dict],
         *,
         max_tokens: int,
-        temperature: float,
-        top_p: float,
+        sampling: Sampling,
         stop: list[str],
         seed: int | None,
+        enable_thinking: bool | None = None,
     ) -> dict[str, np.ndarray]:
         """Every input of ``llm_tensorrt_llm``, each with a batch dimension of 1."""
-        check_sampling(max_tokens, temperature, top_p)
-        ids = self.prompt_ids(messages)
+        check_sampling(max_tokens, sampling)
+        ids = self.prompt_ids(messages, enable_thinking=enable_thinking)
         if self.context_length and len(ids) + max_tokens > self.context_length:
             raise ValueError(
                 f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds "
                 f"the context length ({self.context_length})"
             )
-        greedy = temperature == 0.0
+        greedy = sampling.temperature == 0.0
 
         def one(value: object, dtype: type) -> np.ndarray:
             return np.array([[value]], dtype=dtype)
@@ -79,9 +81,11 @@ class ChatPreprocessor:
             "pad_id": one(self.pad_id, np.int32),
             "stop_words_list": self.stop_words(stop)[None],
             # Greedy is top-k 1 (TensorRT-LLM divides by the temperature, so never 0).
-            "temperature": one(1.0 if greedy else temperature, np.float32),
-            "runtime_top_k": one(1 if greedy else 0, np.int32),
-            "runtime_top_p": one(1.0 if greedy else top_p, np.float32),
+            "temperature": one(1.0 if greedy else sampling.temperature, np.float32),
+            # TensorRT-LLM's top_k 0 is no cut, as in Hugging Face.
+            "runtime_top_k": one(1 if greedy else sampling.top_k, np.int32),
+            "runtime_top_p": one(1.0 if greedy else sampling.top_p, np.float32),
+            "repetition_penalty": one(sampling.repetition_penalty, np.float32),
             # Without a seed every sampled request would draw the same numbers.
             "seed": one(secrets.randbits(63) if seed is None else seed, np.uint64),
             "streaming": one(True, np.bool_),

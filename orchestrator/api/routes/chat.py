@@ -12,7 +12,8 @@ from orchestrator.admission import work_units
 from orchestrator.api.deps import PrincipalDep, SettingsDep, TritonDep, TurnsDep
 from orchestrator.api.routes.voice import text_turn
 from orchestrator.api.schemas import ChatIn, ChatOut, ErrorOut, TurnOut
-from orchestrator.chat import PromptTooLong, fit_messages
+from orchestrator.chat import PromptTooLong, Sampling, fit_messages
+from orchestrator.config import Settings
 from orchestrator.triton.client import ChatChunk, LlmRequestError
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -60,29 +61,32 @@ async def chat(
         )
     except PromptTooLong as exc:
         raise HTTPException(400, str(exc)) from exc
-    params = {
-        "max_tokens": body.max_tokens,
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "stop": body.stop,
-        "seed": body.seed,
-    }
-    chunks = triton.chat_stream(fitted, **params)
+    chunks = triton.chat_stream(
+        fitted,
+        max_tokens=body.max_tokens,
+        sampling=Sampling(body.temperature, body.top_p, body.top_k, body.repetition_penalty),
+        stop=body.stop,
+        seed=body.seed,
+        thinking=chat_thinking(settings, body.thinking),
+    )
     if body.stream:
         first = await _first_chunk(chunks)  # errors before the stream starts stay HTTP errors
         return StreamingResponse(
-            _events(first, chunks, dropped, request), media_type="text/event-stream",
+            _events(first, chunks, dropped, request, reasoning=body.include_reasoning),
+            media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )  # fmt: skip
-    text, final = [], ChatChunk()
+    text, thought, final = [], [], ChatChunk()
     try:
         async for chunk in chunks:
             text.append(chunk.delta)
+            thought.append(chunk.reasoning)
             final = chunk
     except LlmRequestError as exc:
         raise HTTPException(400, str(exc)) from exc
     return ChatOut(
         text="".join(text),
+        reasoning="".join(thought) if body.include_reasoning else None,
         finish_reason=final.finish_reason,
         prompt_tokens=final.prompt_tokens,
         completion_tokens=final.completion_tokens,
@@ -99,12 +103,27 @@ async def _first_chunk(chunks: AsyncIterator[ChatChunk]) -> ChatChunk | None:
         raise HTTPException(400, str(exc)) from exc
 
 
+def chat_thinking(settings: Settings, asked: bool | None) -> bool | None:
+    """Whether a plain chat thinks first: as asked, else JUNE_THINKING_CHAT (``None``: the
+    chat template's own default)."""
+    if asked is not None:
+        return asked
+    return {"on": True, "off": False}.get(settings.thinking_chat)
+
+
 async def _events(
-    first: ChatChunk | None, chunks: AsyncIterator[ChatChunk], dropped: int, request: Request
+    first: ChatChunk | None,
+    chunks: AsyncIterator[ChatChunk],
+    dropped: int,
+    request: Request,
+    *,
+    reasoning: bool,
 ) -> AsyncIterator[bytes]:
     try:
         chunk = first
         while chunk is not None:
+            if reasoning and chunk.reasoning:
+                yield sse_data({"reasoning": chunk.reasoning})
             if chunk.delta:
                 yield sse_data({"delta": chunk.delta})
             if chunk.finish_reason:

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from orchestrator.admission import work_units
 from orchestrator.api.deps import PrincipalDep, SettingsDep, TritonDep, TurnsDep
 from orchestrator.api.limits import ASGIApp, Message, Receive, Scope, Send
-from orchestrator.api.routes.chat import sse_data
+from orchestrator.api.routes.chat import chat_thinking, sse_data
 from orchestrator.api.routes.speech import (
     check_speech_limits,
     decode_and_charge,
@@ -36,7 +36,7 @@ from orchestrator.api.routes.speech import (
 )
 from orchestrator.api.schemas import strip_controls
 from orchestrator.audio import OUTPUT_FORMATS, SAMPLE_RATE
-from orchestrator.chat import PromptTooLong, fit_messages
+from orchestrator.chat import PromptTooLong, Sampling, fit_messages
 from orchestrator.config import Settings
 from orchestrator.triton.client import ChatChunk, LlmRequestError
 from orchestrator.turn import Event, TurnRequest, TurnResult, collect
@@ -149,6 +149,14 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class ChatTemplateKwargs(BaseModel):
+    """What vLLM passes to the chat template; June passes ``enable_thinking`` (Qwen3)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    enable_thinking: bool | None = None
+
+
 class ChatCompletionIn(BaseModel):
     """The OpenAI request; fields June cannot honour are refused, unknown ones ignored."""
 
@@ -158,8 +166,16 @@ class ChatCompletionIn(BaseModel):
     messages: list[CompletionMessage] = Field(min_length=1, max_length=200)
     max_tokens: int | None = Field(None, ge=1, le=2048)
     max_completion_tokens: int | None = Field(None, ge=1, le=2048)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    # Left out, each takes the served model's default (its generation_config), not OpenAI's.
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    # Beyond OpenAI's fields, as vLLM takes them (the SDK's extra_body):
+    top_k: int | None = Field(None, ge=0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0)
+    chat_template_kwargs: ChatTemplateKwargs | None = None
+    include_reasoning: bool = Field(
+        False, description="Return a thinking model's reasoning as reasoning_content."
+    )
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=1, description="One choice: June makes one answer.")
     seed: int | None = None
@@ -220,13 +236,14 @@ async def chat_completions(
         )
     except PromptTooLong as exc:
         raise HTTPException(400, str(exc)) from exc
+    asked = body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else None
     chunks = triton.chat_stream(
         fitted,
         max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
+        sampling=Sampling(body.temperature, body.top_p, body.top_k, body.repetition_penalty),
         stop=body.stop,  # type: ignore[arg-type]
         seed=body.seed,
+        thinking=chat_thinking(settings, asked),
     )
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     try:
@@ -236,15 +253,16 @@ async def chat_completions(
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(
-            _stream(cid, model, first, chunks, usage, request),
+            _stream(cid, model, first, chunks, usage, request, body.include_reasoning),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    text, final = [], first or ChatChunk()
+    text, thought, final = [], [], first or ChatChunk()
     try:
         chunk = first
         while chunk is not None:
             text.append(chunk.delta)
+            thought.append(chunk.reasoning)
             final = chunk
             chunk = await anext(chunks, None)
     except LlmRequestError as exc:
@@ -259,7 +277,12 @@ async def chat_completions(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "".join(text), "refusal": None},
+                "message": {
+                    "role": "assistant",
+                    "content": "".join(text),
+                    "refusal": None,
+                    **({"reasoning_content": "".join(thought)} if body.include_reasoning else {}),
+                },
                 "logprobs": None,
                 "finish_reason": final.finish_reason or "stop",
             }
@@ -275,11 +298,14 @@ async def _stream(
     chunks: AsyncIterator[ChatChunk],
     usage: bool,
     request: Request,
+    reasoning: bool = False,
 ) -> AsyncIterator[bytes]:
     try:
         yield sse_data(_chunk(cid, model, {"role": "assistant", "content": ""}, None))
         chunk = first
         while chunk is not None:
+            if reasoning and chunk.reasoning:
+                yield sse_data(_chunk(cid, model, {"reasoning_content": chunk.reasoning}, None))
             if chunk.delta:
                 yield sse_data(_chunk(cid, model, {"content": chunk.delta}, None))
             if chunk.finish_reason:
