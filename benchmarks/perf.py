@@ -567,3 +567,35 @@ def load_cmd(
         markdown,
     )
     typer.echo(f"raw results: {save(report, RESULTS)}")
+
+
+@perf_app.command("figures")
+def figures_cmd(
+    url: Annotated[
+        str | None, typer.Option(help="Triton gRPC address (default from settings).")
+    ] = None,
+    label: Annotated[str, typer.Option(help="What this repository is (cpu, gpu).")] = "cpu",
+    runs: Annotated[int, typer.Option(help="Runs per figure (median reported).")] = 5,
+    save: Annotated[Path | None, typer.Option(help="Write the figures here (JSON).")] = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="Figures saved from the baseline in the same run.")
+    ] = None,
+) -> None:
+    """ASR real-time factor, LLM first token and tokens/s, TTS first byte and the voice
+    turn's server time from a running Triton; with --baseline, against it."""
+    from benchmarks.figures import Figures, markdown, measure, rows
+    from orchestrator.config import get_settings
+
+    figures = measure(url or get_settings().triton_grpc_url, label=label, runs=runs)
+    base = Figures.load(baseline) if baseline is not None else None
+    if save is not None:
+        figures.save(save)
+    columns = ["figure (median)", label] + (
+        [f"{base.label} (baseline)", "better by"] if base else []
+    )
+    show(
+        f"Serving figures: {label}" + (f" against {base.label}, same run" if base else ""),
+        columns,
+        rows(figures, base),
+        markdown(figures, base),
+    )

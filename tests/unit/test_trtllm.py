@@ -146,3 +146,19 @@ def test_trtllm_qwen_engine_builds(tmp_path):  # pragma: no cover - GPU hosts on
     )
     assert any((folder / "engine").glob("*.engine"))
     check_engine_folder("llm", folder)  # what `june repo build --profile gpu` takes
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this host has a GPU")
+def test_gpu_check_stops_in_one_line_without_a_gpu(tmp_path):
+    """benchmarks/gpu_check.sh is ready for a GPU host; here it stops at its first step."""
+    import subprocess
+
+    script = REPO_ROOT / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0  # it parses
+    proc = subprocess.run(
+        ["bash", str(script), str(tmp_path / "work")],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 3
+    stops = [line for line in proc.stderr.splitlines() if "STOP" in line]
+    assert stops == ["gpu_check: STOP: no NVIDIA driver here (nvidia-smi not found)"]
