@@ -257,7 +257,11 @@ def _whisper_vars(export_dir: Path) -> dict[str, str]:
 
 def _llm_vars(export_dir: Path) -> dict[str, str]:
     info = ExportInfo.read(export_dir)
-    return {"llm_source": info.source, "llm_thinking": str(info.extra.get("thinking", "none"))}
+    return {
+        "llm_source": info.source,
+        "llm_thinking": str(info.extra.get("thinking", "none")),
+        "llm_context": str(int(info.extra.get("context_length", 0))),
+    }
 
 
 def _piper_vars(export_dir: Path) -> dict[str, str]:
@@ -350,6 +354,8 @@ def _llm_engine_vars(folder: Path) -> dict[str, str]:
     return {
         "llm_source": str(folder),
         "llm_thinking": str(meta.get("thinking", "none")),
+        # the engine's own limit, where trtllm-build set one below the model's context
+        "llm_context": str(int(engine.get("max_seq_len") or meta.get("context_length") or 0)),
         "llm_max_batch_size": str(int(engine.get("max_batch_size", 8))),
     }
 

@@ -353,7 +353,12 @@ class TurnService:
         ]
 
     def build_prompt(
-        self, question: str, sources: list[Source], history: list[Turn]
+        self,
+        question: str,
+        sources: list[Source],
+        history: list[Turn],
+        *,
+        budget: int | None = None,
     ) -> list[dict[str, str]]:
         # The sources go with the question, not in the system prompt: small models follow
         # what is next to the question (measured: SmolLM2 then answers follow-ups from them).
@@ -371,7 +376,7 @@ class TurnService:
             messages.append({"role": "assistant", "content": turn.reply})
         messages.append({"role": "user", "content": asked})
         fitted, _ = fit_messages(
-            messages, budget=self.settings.llm_prompt_tokens, count=self.count_tokens
+            messages, budget=budget or self.settings.llm_prompt_tokens, count=self.count_tokens
         )
         return fitted
 
@@ -382,17 +387,21 @@ class TurnService:
         ``reasoning``), so it is never spoken, shown or sent as the reply."""
         settings = self.settings
         thinking = settings.thinking_turns
-        # A model that always thinks (Qwen3 Thinking-2507) gets the thinking budget even
-        # with thinking off: its reply comes only after its reasoning.
-        thinks = thinking or await self.triton.thinking_mode() == "always"
         async for chunk in self.triton.chat_stream(
             messages,
-            max_tokens=settings.turn_thinking_max_tokens if thinks else settings.turn_max_tokens,
+            max_tokens=await self.reply_tokens(),
             sampling=GREEDY if settings.turn_sampling == "greedy" else Sampling(),
             thinking=thinking,
             deadline=deadline,
         ):
             yield chunk
+
+    async def reply_tokens(self) -> int:
+        """A turn's token budget. A model that always thinks (Qwen3 Thinking-2507) gets the
+        thinking budget even with thinking off: its reply comes only after its reasoning."""
+        settings = self.settings
+        thinks = settings.thinking_turns or await self.triton.thinking_mode() == "always"
+        return settings.turn_thinking_max_tokens if thinks else settings.turn_max_tokens
 
     def speaker(self, deadline: float) -> SentenceSpeaker:
         return SentenceSpeaker(self.triton, model=self.settings.tts_model, deadline=deadline)
@@ -413,7 +422,10 @@ class TurnService:
         """
         principal = request.principal
         sources = await self.retrieve(question, principal.user_id, clock, deadline)
-        messages = self.build_prompt(question, sources, history)
+        budget = await self.triton.prompt_budget(
+            self.settings.llm_prompt_tokens, await self.reply_tokens()
+        )
+        messages = self.build_prompt(question, sources, history, budget=budget)
         clock.lap("prompt")
         sentences = SentenceBuffer()
         voice, out = None, None

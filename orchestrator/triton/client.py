@@ -163,7 +163,7 @@ class TritonGateway:
         self._inflight: dict[str, set[asyncio.Event]] = {}  # model -> its calls' breakers
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
         self._asr_languages: frozenset[str] | None = None
-        self._thinking: dict[str, str] = {}
+        self._llm_parameters: dict[str, dict[str, str]] = {}
 
     def fail_inflight(self, model: str, why: str) -> int:
         """Fail every call now in flight to ``model`` with :class:`ModelUnhealthy` (503).
@@ -321,7 +321,9 @@ class TritonGateway:
         """Language codes the served Whisper accepts (from its config, read once)."""
         if self._asr_languages is None:
             try:
-                config = await self._client.get_model_config("asr_whisper", as_json=True)
+                config = await self._client.get_model_config(
+                    "asr_whisper", as_json=True, client_timeout=self.timeout_s
+                )
             except InferenceServerException as exc:
                 raise TritonUnavailable("Triton model 'asr_whisper' is unavailable") from exc
             params = config["config"].get("parameters", {})
@@ -464,17 +466,33 @@ class TritonGateway:
                     yield replace(chunk, delta=delta, reasoning=reasoning)
         self.last_ok[model] = time.monotonic()
 
-    async def thinking_mode(self, model: str = "llm") -> str:
-        """How the served LLM thinks aloud: ``none``, ``optional`` or ``always`` (its config's
-        ``thinking`` parameter, read once)."""
-        if model not in self._thinking:
+    async def llm_parameters(self, model: str = "llm") -> dict[str, str]:
+        """The served LLM's config parameters (read once): ``thinking``, ``context_length``."""
+        if model not in self._llm_parameters:
             try:
-                config = await self._client.get_model_config(model, as_json=True)
+                config = await self._client.get_model_config(
+                    model, as_json=True, client_timeout=self.timeout_s
+                )
             except InferenceServerException as exc:
                 raise TritonUnavailable(f"Triton model {model!r} is unavailable") from exc
             params = config["config"].get("parameters", {})
-            self._thinking[model] = params.get("thinking", {}).get("string_value") or "none"
-        return self._thinking[model]
+            self._llm_parameters[model] = {
+                key: str(value.get("string_value", "")) for key, value in params.items()
+            }
+        return self._llm_parameters[model]
+
+    async def thinking_mode(self, model: str = "llm") -> str:
+        """How the served LLM thinks aloud: ``none``, ``optional`` or ``always``."""
+        return (await self.llm_parameters(model)).get("thinking") or "none"
+
+    async def prompt_budget(self, cap: int, max_tokens: int, model: str = "llm") -> int:
+        """Prompt tokens a chat may use: ``cap`` (JUNE_LLM_PROMPT_TOKENS, a latency choice),
+        and never more than the served model's context leaves after ``max_tokens``."""
+        try:
+            context = int((await self.llm_parameters(model)).get("context_length") or 0)
+        except ValueError:
+            context = 0
+        return cap if context <= 0 else max(1, min(cap, context - max_tokens))
 
     async def _chat_stream(
         self,

@@ -244,6 +244,17 @@ def gateway_chat(server, messages, **options):
     return asyncio.run(run())
 
 
+def gateway_budgets(server, *asks: tuple[int, int]) -> list[int]:
+    async def run():
+        gateway = TritonGateway(server.grpc_url)
+        try:
+            return [await gateway.prompt_budget(cap, reply) for cap, reply in asks]
+        finally:
+            await gateway.close()
+
+    return asyncio.run(run())
+
+
 def test_a_thinking_models_reasoning_never_becomes_the_reply(tmp_path, cache_dir, smollm_hf):
     """Qwen3 Thinking-2507's template opens <think> in the prompt; the reply only closes it.
     A random model never closes it within its budget: all of it is reasoning, and the
@@ -276,8 +287,11 @@ def test_enable_thinking_reaches_the_served_template(tmp_path, cache_dir, smollm
         off = stream_chat(server.grpc_url, question, max_tokens=2, enable_thinking=False)
         default = stream_chat(server.grpc_url, question, max_tokens=2)
         mode, _ = gateway_chat(server, question, max_tokens=1)
+        budgets = gateway_budgets(server, (1536, 96), (300, 96))
     finally:
         server.stop()
     assert not on.error and not off.error
     assert off.prompt_tokens > on.prompt_tokens == default.prompt_tokens
     assert mode == "optional"
+    # the prompt budget follows the served context (512 tokens): never more than it leaves
+    assert budgets == [512 - 96, 300]

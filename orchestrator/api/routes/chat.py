@@ -56,9 +56,8 @@ async def chat(
     if body.system:
         messages.insert(0, {"role": "system", "content": body.system})
     try:
-        fitted, dropped = fit_messages(
-            messages, budget=settings.llm_prompt_tokens, count=turns.count_tokens
-        )
+        budget = await triton.prompt_budget(settings.llm_prompt_tokens, body.max_tokens)
+        fitted, dropped = fit_messages(messages, budget=budget, count=turns.count_tokens)
     except PromptTooLong as exc:
         raise HTTPException(400, str(exc)) from exc
     chunks = triton.chat_stream(

@@ -231,9 +231,8 @@ async def chat_completions(
         for m in body.messages
     ]
     try:
-        fitted, _ = fit_messages(
-            messages, budget=settings.llm_prompt_tokens, count=turns.count_tokens
-        )
+        budget = await triton.prompt_budget(settings.llm_prompt_tokens, max_tokens)
+        fitted, _ = fit_messages(messages, budget=budget, count=turns.count_tokens)
     except PromptTooLong as exc:
         raise HTTPException(400, str(exc)) from exc
     asked = body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else None
