@@ -13,6 +13,7 @@ from benchmarks.llm_client import stream_chat
 from exporters.repository import MODELS, build_repository
 from orchestrator.chat import UNFINISHED_THOUGHT
 from orchestrator.triton.client import TritonGateway
+from tests.chat_templates import QWEN3_HYBRID, QWEN3_THINKING_2507
 from tests.conftest import make_triton
 from tests.integration.test_llm_export import tiny_model
 
@@ -208,18 +209,6 @@ def test_the_readme_chat_examples_do_not_loop(llm_server):
     assert story.completion_tokens > 40 and repeated_ngrams(story.text) == 0, story.text
     plain = stream_chat(url, capital, max_tokens=32, temperature=0.0, repetition_penalty=1.0)
     assert repeated_ngrams(plain.text, 3) > 0, plain.text
-
-
-QWEN3_HYBRID = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% if enable_thinking is defined and enable_thinking is false %}"
-    "<think>\n\n</think>\n\n{% endif %}{% endif %}"
-)
-QWEN3_THINKING_2507 = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
-)
 
 
 def thinking_model(folder, smollm_hf, template: str):

@@ -6,20 +6,11 @@ import json
 import pytest
 
 from exporters.llm import generation_defaults, thinking_mode, write_generation
+from tests.chat_templates import QWEN3_HYBRID, QWEN3_THINKING_2507
 from tests.conftest import load_backend_module
 
 chat = load_backend_module("llm", "chat")
 
-QWEN3_HYBRID = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% if enable_thinking is defined and enable_thinking is false %}"
-    "<think>\n\n</think>\n\n{% endif %}{% endif %}"
-)
-QWEN3_THINKING_2507 = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
-)
 PLAIN = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
