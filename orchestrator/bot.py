@@ -37,6 +37,7 @@ from orchestrator.audio import AudioError
 from orchestrator.auth import Principal, RateLimiter
 from orchestrator.config import Settings
 from orchestrator.db import conversations as crud
+from orchestrator.log import REQUEST_ID
 from orchestrator.rag import store
 from orchestrator.rag.extract import DocumentError, document_type, read_document
 from orchestrator.triton.client import TritonUnavailable
@@ -170,6 +171,7 @@ class JuneBot:
 
     async def _admit(self, update: Update) -> Principal | None:
         """The sender as a June user, or None (with a polite answer) when not allowed now."""
+        REQUEST_ID.set(f"tg-{update.update_id}")  # this update's task: on its every log line
         user, message = update.effective_user, update.effective_message
         if user is None or message is None:
             return None

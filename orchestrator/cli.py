@@ -46,7 +46,7 @@ def main(
     ] = None,
 ) -> None:
     settings = get_settings()
-    setup_logging(log_level or settings.log_level)
+    setup_logging(log_level or settings.log_level, settings.log_format)
     # Models load from local files only: no library may reach a hub behind June's back
     # (`june models fetch --online` is the one way to download).
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the orchestrator binds to.")
     port: int = Field(8080, ge=1, le=65535, description="Orchestrator HTTP port.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="One line per record: text, or JSON for a log pipeline."
+    )
     max_request_bytes: int = Field(
         30 * 1024 * 1024, gt=0, description="Largest request body accepted; larger gets 413."
     )

@@ -47,6 +47,7 @@ from orchestrator.config import Settings
 from orchestrator.db import conversations as crud
 from orchestrator.db.conversations import ConversationNotFound, NewTurn
 from orchestrator.db.models import Turn
+from orchestrator.log import TURN_ID
 from orchestrator.rag import store
 from orchestrator.rag.focus import relevant_sentences
 from orchestrator.triton.client import ChatChunk, Speech, TritonGateway
@@ -249,6 +250,7 @@ class TurnService:
         """
         deadline = time.monotonic() + self.settings.turn_deadline_s
         principal = request.principal
+        TURN_ID.set(request.request_id)  # on every log line from here (the turn's own task)
         self._charge(request)
         # The turn's slot first: a full server refuses at once, before any database work.
         async with self.admission.slot("turn", deadline):
@@ -473,6 +475,14 @@ class TurnService:
         answer = "".join(reply).strip()
         if interrupted and interrupt is not None and voice is not None:
             answer = heard_text(said, interrupt.heard_s)
+        # What an operator needs, never the user's words: sizes and stage times.
+        log.info(
+            "turn answered: %d sources, %d reply characters%s, stages %s ms",
+            len(sources),
+            len(answer),
+            " (interrupted)" if interrupted else "",
+            clock.timings_ms,
+        )
         yield (
             "done",
             await self.store(

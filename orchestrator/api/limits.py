@@ -1,8 +1,10 @@
-"""ASGI middleware that refuses request bodies over the configured size with 413."""
+"""ASGI middleware: request ids, and request bodies over the configured size refused (413)."""
 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -11,6 +13,41 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestIds:
+    """Every HTTP request and WebSocket session gets an id: the client's ``X-Request-ID``
+    when it is 1-128 of ``A-Za-z0-9._:-``, else a new one. It is on every log line made
+    while the request is handled (``orchestrator.log.REQUEST_ID``), and comes back in the
+    response's (or the WebSocket handshake's) ``X-Request-ID``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from orchestrator.log import REQUEST_ID
+
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"")
+        request_id = given.decode() if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 class BodyTooLarge(Exception):

@@ -282,3 +282,17 @@ def test_push_to_talk_answers_on_commit_not_on_silence(server, key):
     client = run(talk())
     assert client.kinds.count("speech_started") == 1
     assert "boston" in words(client.events("turn_done")[0].body["transcript"])
+
+
+def test_the_handshake_returns_the_sessions_request_id(server, key):
+    async def shake() -> tuple[str, str]:
+        async with (
+            connect(
+                f"{LiveClient(server.url, key).url}", additional_headers={"X-Request-ID": "live-9"}
+            ) as given,
+            connect(LiveClient(server.url, key).url) as made,
+        ):
+            return given.response.headers["X-Request-ID"], made.response.headers["X-Request-ID"]
+
+    given, made = run(shake())
+    assert given == "live-9" and len(made) == 32
