@@ -351,8 +351,18 @@ def status(entries: Iterable[ModelEntry], cache_dir: Path, repository: Path) -> 
         roots |= {str(f.parent) for f in files if f is not None}
         roots.add(entry.name)
 
-        def made_from(source: str, roots: set[str] = roots, name: str = entry.name) -> bool:
+        # a package's files seen from another environment (a clone's venv made the export)
+        packaged = set(entry.pins) | {str(Path(rel).parent) for rel in entry.pins}
+
+        def made_from(
+            source: str,
+            roots: set[str] = roots,
+            name: str = entry.name,
+            packaged: set[str] = packaged,
+        ) -> bool:
             if source in roots or any(source.startswith(r + "/") for r in roots if "/" in r):
+                return True
+            if any(source.endswith("/" + rel) for rel in packaged):
                 return True
             # a split package joined once into the cache (whisper-base)
             joined = Path(source)
