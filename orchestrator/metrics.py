@@ -45,7 +45,8 @@ DISCONNECTS = Counter(
 )
 REFUSED = Counter(
     "june_refused_total",
-    "Requests refused before any work, by cause (401, 429, 503, ...).",
+    "Requests refused, by cause: the HTTP status (400, 401, 403, 409, 413, 415, 422, 429, "
+    "503), or a live session's error event.",
     ["cause"],
 )
 LIVE_SESSIONS = Gauge("june_live_sessions", "Live voice (WebSocket) sessions open now.")

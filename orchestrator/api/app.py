@@ -15,7 +15,7 @@ from orchestrator.admission import Admission
 from orchestrator.api.deps import require_key
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.gates import CancelOnDisconnect, KeyGate
-from orchestrator.api.limits import BodySizeLimit, RequestIds
+from orchestrator.api.limits import BodySizeLimit, CountRefusals, RequestIds
 from orchestrator.api.routes import (
     chat,
     documents,
@@ -124,6 +124,7 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
     app.add_middleware(KeyGate)
     app.add_middleware(CancelOnDisconnect)
     app.add_middleware(openai.OpenAIErrors)  # errors on the OpenAI paths in OpenAI's shape
+    app.add_middleware(CountRefusals)  # every refusal counted once, whoever gave it
     app.add_middleware(RequestIds)  # outermost: every log line of a request carries its id
     return app
 

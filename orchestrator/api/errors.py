@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from orchestrator import metrics
 from orchestrator.admission import Overloaded, RateLimited
 from orchestrator.audio import AudioError
 from orchestrator.triton.client import (
@@ -87,7 +86,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def mapped(request: Request, exc: Exception) -> JSONResponse:
         status_code, detail, headers = public_error(exc)
-        metrics.REFUSED.labels(cause=str(status_code)).inc()
         # shed load is normal under load: counted, not logged at WARNING for each request
         shed = isinstance(exc, Overloaded | RateLimited)
         log.log(

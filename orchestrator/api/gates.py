@@ -53,7 +53,6 @@ class KeyGate:
             async with state.sessionmaker() as session:
                 principal = await authenticate(session, key_from(dict(scope["headers"])))
         except AuthError as exc:
-            metrics.REFUSED.labels(cause="401").inc()
             await send_json(send, 401, str(exc), {"WWW-Authenticate": "Bearer"})
             return
         except (SQLAlchemyError, OSError) as exc:
@@ -62,7 +61,6 @@ class KeyGate:
             return
         wait = state.rate_limiter.acquire(principal.key_id)
         if wait > 0:
-            metrics.REFUSED.labels(cause="429").inc()
             per_minute = state.settings.rate_limit_per_minute
             retry = str(max(1, math.ceil(wait))) if math.isfinite(wait) else "60"
             await send_json(

@@ -50,6 +50,33 @@ class RequestIds:
             REQUEST_ID.reset(token)
 
 
+# What a refusal is: the client's mistake, its limits, or June being full.
+REFUSALS = frozenset({400, 401, 403, 409, 413, 415, 422, 429, 503})
+
+
+class CountRefusals:
+    """``june_refused_total{cause}``: every HTTP answer that refuses, counted once by its
+    status, whichever layer gave it (the key gate, the body limit, validation, a route,
+    admission). WebSocket refusals travel as events and are counted where they are sent."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from orchestrator import metrics
+
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in REFUSALS:
+                metrics.REFUSED.labels(cause=str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
 class BodyTooLarge(Exception):
     pass
 
