@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, overload
 
 import typer
 
@@ -32,19 +32,30 @@ AllowUnlisted = Annotated[
 ]
 
 
-def listed_source(source: str, role: str, allow_unlisted: bool = False) -> str:
+@overload
+def listed_source(
+    source: str, role: str, allow_unlisted: bool = ..., settings: Settings | None = ...
+) -> str: ...
+@overload
+def listed_source(
+    source: None, role: str, allow_unlisted: bool = ..., settings: Settings | None = ...
+) -> None: ...
+def listed_source(
+    source: str | None, role: str, allow_unlisted: bool = False, settings: Settings | None = None
+) -> str | None:
     """``source`` if the authorised list allows it (a listed name becomes its fetched copy,
-    where there is one); else one line saying how to list it."""
+    where there is one); else one line saying how to list it. ``None`` (the default model)
+    passes."""
     from exporters.models import authorise, local_source
 
-    settings = get_settings()
+    settings = settings or get_settings()
     authorise(
         source,
         role=role,
         cache_dir=settings.cache_dir,
         allow_unlisted=allow_unlisted or settings.allow_unlisted_models,
     )
-    return local_source(source, settings.cache_dir) or source
+    return local_source(source, settings.cache_dir)
 
 
 def check_target(target: str, out: Path | None) -> None:
@@ -318,46 +329,32 @@ def build_from_settings(
     repository_path: str | None = None,
 ) -> Path:
     """Build the model repository the settings describe (``june serve``, ``june repo build``)."""
-    from exporters.models import authorise, local_source
     from exporters.repository import FASTPITCH_MODELS, build_repository, pipeline
 
     fastpitch = settings.tts_model == "tts"
     profile = profile or settings.profile
-    asr_source = asr_source or settings.asr_model
-    for role, source in (
-        ("embed", embedder_source),
-        ("asr", asr_source),
-        ("llm", settings.llm_model),
-        ("tts", settings.tts_voice),
-        ("tts", str(settings.tts_acoustic) if fastpitch else None),
-        ("tts", str(settings.tts_vocoder) if fastpitch else None),
-    ):
-        authorise(
-            source,
-            role=role,
-            cache_dir=settings.cache_dir,
-            allow_unlisted=settings.allow_unlisted_models,
-        )
 
-    def local(source: str | None) -> str | None:
-        return local_source(source, settings.cache_dir)
+    def listed(source: str | None, role: str) -> str | None:
+        return listed_source(source, role, settings=settings)
 
+    sources = {
+        "embedder": listed(embedder_source, "embed"),
+        "whisper": listed(asr_source or settings.asr_model, "asr"),
+        "llm": listed(settings.llm_model, "llm"),
+        "piper": listed(settings.tts_voice, "tts"),
+        "tts": listed(str(settings.tts_acoustic), "tts") if fastpitch else None,
+    }
+    vocoder = listed(str(settings.tts_vocoder), "tts") if fastpitch else None
     return build_repository(
         profile=profile,
         out=out or settings.model_repository,
         cache_dir=settings.cache_dir,
-        sources={
-            "embedder": local(embedder_source),
-            "whisper": local(asr_source),
-            "llm": local(settings.llm_model),
-            "piper": local(settings.tts_voice),
-            "tts": local(str(settings.tts_acoustic)) if fastpitch else None,
-        },
+        sources=sources,
         options={
             "whisper": {"precision": asr_precision or settings.asr_precision},
             "llm": {"precision": settings.llm_precision}
             | ({"rope_scaling": settings.llm_rope_scaling} if settings.llm_rope_scaling else {}),
-            "tts": {"vocoder": local(str(settings.tts_vocoder))} if fastpitch else {},
+            "tts": {"vocoder": str(vocoder)} if fastpitch else {},
         },
         models=pipeline(profile) + (FASTPITCH_MODELS if fastpitch else ()),
         overrides={

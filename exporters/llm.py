@@ -375,15 +375,12 @@ def export_llm(
             out,
             digest=digest,
             options=options,
-            fallback=fallback,
         ),
         force=force,
     )
 
 
-def _build(
-    path: Path, kind: str, out: Path, *, digest: str, options: dict, fallback: dict | None
-) -> None:
+def _build(path: Path, kind: str, out: Path, *, digest: str, options: dict) -> None:
     if importlib.util.find_spec("onnxruntime_genai") is None:
         raise ExportError("the cpu target needs onnxruntime-genai: pip install 'june[export]'")
     work = out / ".work"
@@ -406,7 +403,7 @@ def _build(
 
         rope_matched = match_rotary_caches(hf_dir, out)
         template = write_chat_template(hf_dir, out)
-        generation = write_generation(hf_dir, out, fallback)
+        generation = write_generation(hf_dir, out, options.get("generation_fallback"))
         config = json.loads((hf_dir / "config.json").read_text())
         genai = json.loads((out / "genai_config.json").read_text())
         shutil.rmtree(work, ignore_errors=True)

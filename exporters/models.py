@@ -264,31 +264,22 @@ class Finding:
     status: str  # ok, changed, missing, extra
 
 
+def _check(model: str, file: str, path: Path | None, digest: str) -> Finding:
+    """One file against its sha256: ``ok``, ``changed`` or ``missing``."""
+    if path is None or not path.is_file():
+        return Finding(model, file, "missing")
+    return Finding(model, file, "ok" if sha256_file(path) == digest else "changed")
+
+
 def check_pins(entry: ModelEntry) -> list[Finding]:
     """Each pinned package file against its sha256 (``missing`` when not installed)."""
-    findings = []
-    for relative, digest in entry.pins.items():
-        path = pinned_file(relative)
-        if path is None or not path.is_file():
-            findings.append(Finding(entry.name, relative, "missing"))
-        else:
-            status = "ok" if sha256_file(path) == digest else "changed"
-            findings.append(Finding(entry.name, relative, status))
-    return findings
+    return [_check(entry.name, rel, pinned_file(rel), d) for rel, d in entry.pins.items()]
 
 
 def check_stored(name: str, folder: Path) -> list[Finding]:
     """A fetched copy against the digests recorded when it was fetched."""
     recorded = json.loads((folder / FETCHED).read_text(encoding="utf-8"))["files"]
-    findings = []
-    for relative, digest in recorded.items():
-        path = folder / relative
-        if not path.is_file():
-            findings.append(Finding(name, relative, "missing"))
-        else:
-            findings.append(
-                Finding(name, relative, "ok" if sha256_file(path) == digest else "changed")
-            )
+    findings = [_check(name, rel, folder / rel, d) for rel, d in recorded.items()]
     present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
     for extra in sorted(present - set(recorded) - {FETCHED}):
         findings.append(Finding(name, extra, "extra"))
@@ -299,19 +290,9 @@ def check_exports(cache_dir: Path) -> list[Finding]:
     """Every cached export's artifacts against the digests its ``export.json`` recorded."""
     findings = []
     for folder in sorted((cache_dir / "exports").glob("*/")):
-        if not (folder / "export.json").is_file():
-            continue
-        info = ExportInfo.read(folder)
-        for name, digest in info.artifacts.items():
-            path = folder / name
-            status = (
-                "missing"
-                if not path.is_file()
-                else "ok"
-                if sha256_file(path) == digest
-                else "changed"
-            )
-            findings.append(Finding(f"export {folder.name}", name, status))
+        if (folder / "export.json").is_file():
+            artifacts = ExportInfo.read(folder).artifacts.items()
+            findings += [_check(f"export {folder.name}", n, folder / n, d) for n, d in artifacts]
     return findings
 
 
@@ -320,8 +301,7 @@ def audit(entries: Iterable[ModelEntry], cache_dir: Path) -> list[Finding]:
     manifest (and the pins), and the export cache against its own records."""
     findings: list[Finding] = []
     for entry in entries:
-        installed = any(pinned_file(rel) is not None for rel in entry.pins)
-        if entry.pins and installed:
+        if any(pinned_file(rel) is not None for rel in entry.pins):  # installed here
             findings += check_pins(entry)
         copy = stored_copy(entry.name, cache_dir)
         if copy is not None:
@@ -342,41 +322,32 @@ def status(entries: Iterable[ModelEntry], cache_dir: Path, repository: Path) -> 
     served = _served_sources(repository)
     out = []
     for entry in entries:
-        copy = stored_copy(entry.name, cache_dir)
         files = [pinned_file(rel) for rel in entry.pins]
         packaged = bool(files) and all(f is not None and f.is_file() for f in files)
-        where = "store" if copy else "pip" if packaged else ""
-        roots = {str(copy)} if copy else set()
-        roots |= {str(f) for f in files if f is not None}
-        roots |= {str(f.parent) for f in files if f is not None}
-        roots.add(entry.name)
-
-        # a package's files seen from another environment (a clone's venv made the export)
-        packaged = set(entry.pins) | {str(Path(rel).parent) for rel in entry.pins}
-
-        def made_from(
-            source: str,
-            roots: set[str] = roots,
-            name: str = entry.name,
-            packaged: set[str] = packaged,
-        ) -> bool:
-            if source in roots or any(source.startswith(r + "/") for r in roots if "/" in r):
-                return True
-            if any(source.endswith("/" + rel) for rel in packaged):
-                return True
-            # a split package joined once into the cache (whisper-base)
-            joined = Path(source)
-            return joined.parent == cache_dir / "sources" and joined.name.startswith(name + "-")
-
+        where = "store" if stored_copy(entry.name, cache_dir) else "pip" if packaged else ""
         out.append(
             Status(
                 entry,
                 where,
-                sum(1 for s in exports if made_from(s)),
-                any(made_from(s) for s in served),
+                sum(1 for source in exports if _made_from(entry, source, cache_dir)),
+                any(_made_from(entry, source, cache_dir) for source in served),
             )
         )
     return out
+
+
+def _made_from(entry: ModelEntry, source: str, cache_dir: Path) -> bool:
+    """Whether an export or a served model's ``source`` is ``entry``: its name, its fetched
+    copy (or a file in it), its package's files in whichever venv made the export, or a
+    split package joined once into the cache (whisper-base)."""
+    copy = str(store_dir(cache_dir) / entry.name)
+    if source in (entry.name, copy) or source.startswith(copy + "/"):
+        return True
+    packaged = set(entry.pins) | {str(Path(rel).parent) for rel in entry.pins}
+    if any(source.endswith("/" + rel) for rel in packaged):
+        return True
+    joined = Path(source)
+    return joined.parent == cache_dir / "sources" and joined.name.startswith(entry.name + "-")
 
 
 def _export_sources(cache_dir: Path) -> list[str]:

@@ -125,8 +125,6 @@ class ReasoningSplitter:
         held, self._held = self._held, ""
         if self._state == "reasoning":
             return held, "", True
-        if self._state == "start":
-            return "", held, False
         return "", held, False
 
 

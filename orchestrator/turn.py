@@ -383,17 +383,16 @@ class TurnService:
         return fitted
 
     async def generate(
-        self, messages: list[dict[str, str]], deadline: float
+        self, messages: list[dict[str, str]], max_tokens: int, deadline: float
     ) -> AsyncIterator[ChatChunk]:
         """The reply as it streams; a thinking model's reasoning is kept apart (in
         ``reasoning``), so it is never spoken, shown or sent as the reply."""
         settings = self.settings
-        thinking = settings.thinking_turns
         async for chunk in self.triton.chat_stream(
             messages,
-            max_tokens=await self.reply_tokens(),
+            max_tokens=max_tokens,
             sampling=GREEDY if settings.turn_sampling == "greedy" else Sampling(),
-            thinking=thinking,
+            thinking=settings.thinking_turns,
             deadline=deadline,
         ):
             yield chunk
@@ -424,9 +423,8 @@ class TurnService:
         """
         principal = request.principal
         sources = await self.retrieve(question, principal.user_id, clock, deadline)
-        budget = await self.triton.prompt_budget(
-            self.settings.llm_prompt_tokens, await self.reply_tokens()
-        )
+        max_tokens = await self.reply_tokens()
+        budget = await self.triton.prompt_budget(self.settings.llm_prompt_tokens, max_tokens)
         messages = self.build_prompt(question, sources, history, budget=budget)
         clock.lap("prompt")
         sentences = SentenceBuffer()
@@ -441,7 +439,7 @@ class TurnService:
         interrupt = request.interrupt
         stop = interrupt.event if interrupt is not None else None
         try:
-            async for chunk in until(self.generate(messages, deadline), stop):
+            async for chunk in until(self.generate(messages, max_tokens, deadline), stop):
                 reasoning.append(chunk.reasoning)
                 delta = chunk.delta
                 if not delta:

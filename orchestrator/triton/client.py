@@ -162,8 +162,7 @@ class TritonGateway:
         self.last_ok: dict[str, float] = {}  # model -> monotonic time of its last success
         self._inflight: dict[str, set[asyncio.Event]] = {}  # model -> its calls' breakers
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
-        self._asr_languages: frozenset[str] | None = None
-        self._llm_parameters: dict[str, dict[str, str]] = {}
+        self._parameters: dict[str, dict[str, str]] = {}  # model -> its config parameters
 
     def fail_inflight(self, model: str, why: str) -> int:
         """Fail every call now in flight to ``model`` with :class:`ModelUnhealthy` (503).
@@ -319,17 +318,8 @@ class TritonGateway:
 
     async def asr_languages(self) -> frozenset[str]:
         """Language codes the served Whisper accepts (from its config, read once)."""
-        if self._asr_languages is None:
-            try:
-                config = await self._client.get_model_config(
-                    "asr_whisper", as_json=True, client_timeout=self.timeout_s
-                )
-            except InferenceServerException as exc:
-                raise TritonUnavailable("Triton model 'asr_whisper' is unavailable") from exc
-            params = config["config"].get("parameters", {})
-            codes = params.get("languages", {}).get("string_value", "")
-            self._asr_languages = frozenset(c for c in codes.split(",") if c)
-        return self._asr_languages
+        codes = (await self.model_parameters("asr_whisper")).get("languages", "")
+        return frozenset(c for c in codes.split(",") if c)
 
     async def speech_segments(
         self, audio: np.ndarray, *, model: str = "vad", deadline: float | None = None
@@ -466,9 +456,10 @@ class TritonGateway:
                     yield replace(chunk, delta=delta, reasoning=reasoning)
         self.last_ok[model] = time.monotonic()
 
-    async def llm_parameters(self, model: str = "llm") -> dict[str, str]:
-        """The served LLM's config parameters (read once): ``thinking``, ``context_length``."""
-        if model not in self._llm_parameters:
+    async def model_parameters(self, model: str) -> dict[str, str]:
+        """A served model's config parameters (read once): the LLM's ``thinking`` and
+        ``context_length``, Whisper's ``languages``."""
+        if model not in self._parameters:
             try:
                 config = await self._client.get_model_config(
                     model, as_json=True, client_timeout=self.timeout_s
@@ -476,20 +467,20 @@ class TritonGateway:
             except InferenceServerException as exc:
                 raise TritonUnavailable(f"Triton model {model!r} is unavailable") from exc
             params = config["config"].get("parameters", {})
-            self._llm_parameters[model] = {
+            self._parameters[model] = {
                 key: str(value.get("string_value", "")) for key, value in params.items()
             }
-        return self._llm_parameters[model]
+        return self._parameters[model]
 
     async def thinking_mode(self, model: str = "llm") -> str:
         """How the served LLM thinks aloud: ``none``, ``optional`` or ``always``."""
-        return (await self.llm_parameters(model)).get("thinking") or "none"
+        return (await self.model_parameters(model)).get("thinking") or "none"
 
     async def prompt_budget(self, cap: int, max_tokens: int, model: str = "llm") -> int:
         """Prompt tokens a chat may use: ``cap`` (JUNE_LLM_PROMPT_TOKENS, a latency choice),
         and never more than the served model's context leaves after ``max_tokens``."""
         try:
-            context = int((await self.llm_parameters(model)).get("context_length") or 0)
+            context = int((await self.model_parameters(model)).get("context_length") or 0)
         except ValueError:
             context = 0
         return cap if context <= 0 else max(1, min(cap, context - max_tokens))
