@@ -32,6 +32,28 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="One line per record: text, or JSON for a log pipeline."
     )
+    # --- traces (OpenTelemetry; the standard OTEL_* variables, no JUNE_ prefix) ----------
+    otel_traces_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel_traces_endpoint"),
+        description="OTLP/HTTP URL for spans (a collector's http://host:4318/v1/traces).",
+    )
+    otel_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_endpoint"),
+        description="OTLP/HTTP base URL; spans go to its /v1/traces. Unset: no tracing.",
+    )
+    otel_sdk_disabled: bool = Field(
+        False,
+        validation_alias=AliasChoices("OTEL_SDK_DISABLED", "otel_sdk_disabled"),
+        description="Tracing off.",
+    )
+    triton_trace_rate: int = Field(
+        1, ge=1, description="With tracing on, Triton traces one inference request in N."
+    )
+    triton_service_name: str = Field(
+        "triton", description="service.name of Triton's spans (June's own are 'june')."
+    )
     max_request_bytes: int = Field(
         30 * 1024 * 1024, gt=0, description="Largest request body accepted; larger gets 413."
     )
@@ -318,7 +340,12 @@ class Settings(BaseSettings):
     telegram_file_url: str = "https://api.telegram.org/file/bot"
 
     @field_validator(
-        "telegram_bot_token", "telegram_webhook_secret", "telegram_webhook_url", mode="before"
+        "telegram_bot_token",
+        "telegram_webhook_secret",
+        "telegram_webhook_url",
+        "otel_traces_endpoint",
+        "otel_endpoint",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -363,6 +390,17 @@ class Settings(BaseSettings):
     def tts_model(self) -> str:
         """The Triton model that speaks: the FastPitch ensemble when its checkpoints are set."""
         return "tts" if self.tts_acoustic and self.tts_vocoder else "tts_piper"
+
+    @property
+    def traces_endpoint(self) -> str | None:
+        """Where spans go (OTLP/HTTP), or None: tracing is off."""
+        if self.otel_sdk_disabled:
+            return None
+        if self.otel_traces_endpoint:
+            return self.otel_traces_endpoint
+        if self.otel_endpoint:
+            return self.otel_endpoint.rstrip("/") + "/v1/traces"
+        return None
 
     @property
     def triton_grpc_url(self) -> str:

@@ -2,9 +2,9 @@
 
 One record per line on stderr: text (greppable, and a CLI error is exactly one line) or
 JSON (``JUNE_LOG_FORMAT=json``, python-json-logger) for a log pipeline. Every record made
-while a request or a turn is handled carries its ids (``request_id``, ``turn``), whichever
-logger made it: a log-record factory reads them from context variables that the request
-middleware and the turn service set. rich is kept for progress bars and tables only.
+while a request or a turn is handled carries its ids (``request_id``, ``turn``, and
+``trace_id`` inside a traced request), whichever logger made it: a log-record factory reads
+them from context variables that the request middleware and the turn service set. rich is kept for progress bars and tables only.
 
 Nothing at INFO or above carries a transcript, a reply, a document or a key: those are
 the users' words and secrets (``tests/integration/test_request_ids.py`` checks a turn's
@@ -18,11 +18,13 @@ import sys
 from contextvars import ContextVar
 from typing import Any
 
+from opentelemetry import trace
+
 NOISY = ("httpx", "httpcore", "alembic", "pgserver", "onnx_ir", "onnxscript")
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("june_request_id", default=None)
 TURN_ID: ContextVar[str | None] = ContextVar("june_turn_id", default=None)
-CONTEXT_FIELDS = ("request_id", "turn")
+CONTEXT_FIELDS = ("request_id", "turn", "trace_id")
 
 
 def _install_record_factory() -> None:
@@ -35,6 +37,8 @@ def _install_record_factory() -> None:
         record = current(*args, **kwargs)
         record.request_id = REQUEST_ID.get()
         record.turn = TURN_ID.get()
+        span = trace.get_current_span().get_span_context()
+        record.trace_id = f"{span.trace_id:032x}" if span.is_valid else None
         return record
 
     make.june_context = True  # type: ignore[attr-defined]
@@ -61,7 +65,7 @@ def json_formatter() -> logging.Formatter:
     from pythonjsonlogger.json import JsonFormatter
 
     return JsonFormatter(
-        "{asctime}{levelname}{name}{message}{request_id}{turn}",
+        "{asctime}{levelname}{name}{message}{request_id}{turn}{trace_id}",
         style="{",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
     )

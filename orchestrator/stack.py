@@ -15,6 +15,7 @@ from types import FrameType
 
 import uvicorn
 
+from orchestrator import tracing
 from orchestrator.api.app import create_app
 from orchestrator.config import Settings
 from orchestrator.db.engine import DatabaseError, EmbeddedPostgres
@@ -42,6 +43,7 @@ def triton_for(settings: Settings) -> TritonServer:
         http_port=settings.triton_http_port,
         grpc_port=settings.triton_grpc_port,
         metrics_port=settings.triton_metrics_port,
+        extra_args=tracing.triton_args(settings),
     )
 
 

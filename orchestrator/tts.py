@@ -13,6 +13,9 @@ import re
 from collections.abc import AsyncIterator
 from types import ModuleType
 
+from opentelemetry.trace import Span
+
+from orchestrator import tracing
 from orchestrator.config import REPO_ROOT
 from orchestrator.triton.client import Speech, TritonGateway
 
@@ -78,6 +81,7 @@ class SentenceSpeaker:
         speaker: int | None = None,
         ahead: int = 2,
         deadline: float | None = None,
+        parent: Span | None = None,
     ) -> None:
         self.triton = triton
         self.model = model
@@ -85,6 +89,7 @@ class SentenceSpeaker:
         self.speaker = speaker
         self.ahead = ahead
         self.deadline = deadline
+        self.parent = parent  # each sentence's span goes under it (the turn's)
         self._waiting: list[str] = []
         self._running: list[tuple[str, asyncio.Task[Speech]]] = []
 
@@ -96,16 +101,19 @@ class SentenceSpeaker:
     def _fill(self) -> None:
         while self._waiting and len(self._running) < self.ahead:
             sentence = self._waiting.pop(0)
-            task = asyncio.create_task(
-                self.triton.synthesize(
-                    sentence,
-                    pace=self.pace,
-                    speaker=self.speaker,
-                    model=self.model,
-                    deadline=self.deadline,
-                )
-            )
+            task = asyncio.create_task(self._synthesise(sentence))
             self._running.append((sentence, task))
+
+    async def _synthesise(self, sentence: str) -> Speech:
+        """One sentence, in its own task (its span is current there only)."""
+        with tracing.stage("synthesise", self.parent, **{"june.characters": len(sentence)}):
+            return await self.triton.synthesize(
+                sentence,
+                pace=self.pace,
+                speaker=self.speaker,
+                model=self.model,
+                deadline=self.deadline,
+            )
 
     async def ready(self) -> AsyncIterator[tuple[str, Speech]]:
         """The finished sentences at the head of the queue, with their text, without waiting."""

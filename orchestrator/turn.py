@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import numpy as np
+from opentelemetry.trace import Span
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from orchestrator import metrics
+from orchestrator import metrics, tracing
 from orchestrator.admission import Admission, WorkLimiter, work_units
 from orchestrator.audio import (
     MIN_SPEECH_SECONDS,
@@ -185,9 +186,11 @@ class TurnRequest:
 
 @dataclass
 class Stopwatch:
-    """Per-stage wall time, also observed into the stage-latency histogram."""
+    """Per-stage wall time, observed into the stage-latency histogram and marked on the
+    turn's span (``span``): the stages' own spans are its children."""
 
     timings_ms: dict[str, float] = field(default_factory=dict)
+    span: Span | None = None
     _start: float = field(default_factory=time.perf_counter)
 
     def lap(self, stage: str) -> None:
@@ -196,6 +199,8 @@ class Stopwatch:
         self._start = now
         self.timings_ms[stage] = round(self.timings_ms.get(stage, 0.0) + seconds * 1000, 1)
         metrics.STAGE_LATENCY.labels(stage=stage).observe(seconds)
+        if self.span is not None:
+            self.span.add_event(stage, {"june.ms": round(seconds * 1000, 1)})
 
 
 def spoken(reply: str) -> str:
@@ -249,8 +254,22 @@ class TurnService:
         ``RateLimited``, ``Overloaded``, :class:`TurnInProgress`.
         """
         deadline = time.monotonic() + self.settings.turn_deadline_s
-        principal = request.principal
         TURN_ID.set(request.request_id)  # on every log line from here (the turn's own task)
+        span = tracing.start("turn", **{"june.turn_id": request.request_id})
+        events = self._run(request, deadline, span)
+        try:
+            async for event in events:
+                yield event
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):  # the consumer left: not a failure
+                tracing.failed(span, exc)
+            raise
+        finally:
+            await events.aclose()  # a consumer that leaves releases the turn at once
+            span.end()
+
+    async def _run(self, request: TurnRequest, deadline: float, span: Span) -> AsyncIterator[Event]:
+        principal = request.principal
         self._charge(request)
         # The turn's slot first: a full server refuses at once, before any database work.
         async with self.admission.slot("turn", deadline):
@@ -260,13 +279,14 @@ class TurnService:
                 )
             token = await self._reserve(request, deadline)
             if isinstance(token, TurnResult):  # already answered: the stored turn
+                span.set_attribute("june.replayed", True)
                 fmt = request.fmt if request.replay_audio else None
                 async for event in self._replay(token, fmt, deadline):
                     yield event
                 return
             stored = False
             try:
-                clock = Stopwatch()
+                clock = Stopwatch(span=span)
                 question = await self._question(request, clock, deadline)
                 yield "transcript", question
                 async for event in self._respond(
@@ -298,7 +318,8 @@ class TurnService:
         self, data: bytes, clock: Stopwatch, max_seconds: float | None = None
     ) -> np.ndarray:
         limit = min(max_seconds or self.settings.max_audio_seconds, self.settings.max_audio_seconds)
-        audio = await asyncio.to_thread(decode_audio, data, max_seconds=limit)
+        with tracing.stage("decode", clock.span, **{"june.bytes": len(data)}):
+            audio = await asyncio.to_thread(decode_audio, data, max_seconds=limit)
         clock.lap("decode")
         return audio
 
@@ -323,12 +344,18 @@ class TurnService:
         """Whisper's transcript of the speech; :class:`NoSpeech` for noise, clicks and
         silence (Whisper invents words for them: "you", "you you you"). The model then
         applies Whisper's own no-speech and repetition rules."""
-        speech = await self.speech(audio, deadline)
+        with tracing.stage(
+            "vad", clock.span, **{"june.audio_s": round(len(audio) / SAMPLE_RATE, 2)}
+        ):
+            speech = await self.speech(audio, deadline)
         clock.lap("vad")
         if speech is None:
             metrics.TURN_ERRORS.labels(kind="no_speech").inc()
             raise NoSpeech(DIDNT_CATCH)
-        result = await self.triton.transcribe(speech, language=language, deadline=deadline)
+        with tracing.stage(
+            "transcribe", clock.span, **{"june.speech_s": round(len(speech) / SAMPLE_RATE, 2)}
+        ):
+            result = await self.triton.transcribe(speech, language=language, deadline=deadline)
         clock.lap("transcribe")
         if not result.text.strip():
             metrics.TURN_ERRORS.labels(kind="no_speech").inc()
@@ -338,16 +365,18 @@ class TurnService:
     async def retrieve(
         self, question: str, user_id: str, clock: Stopwatch, deadline: float
     ) -> list[Source]:
-        async with self.sessions() as session:
-            hits = await store.search(
-                session,
-                self.triton,
-                query=question,
-                user_id=user_id,
-                top_k=self.settings.rag_top_k,
-                min_score=self.settings.rag_min_score,
-                deadline=deadline,
-            )
+        with tracing.stage("retrieve", clock.span) as span:
+            async with self.sessions() as session:
+                hits = await store.search(
+                    session,
+                    self.triton,
+                    query=question,
+                    user_id=user_id,
+                    top_k=self.settings.rag_top_k,
+                    min_score=self.settings.rag_min_score,
+                    deadline=deadline,
+                )
+            span.set_attribute("june.sources", len(hits))
         clock.lap("retrieve")
         return [
             Source(i + 1, str(h.document_id), h.title, round(h.score, 4), h.text)
@@ -383,19 +412,41 @@ class TurnService:
         return fitted
 
     async def generate(
-        self, messages: list[dict[str, str]], max_tokens: int, deadline: float
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        deadline: float,
+        parent: Span | None = None,
     ) -> AsyncIterator[ChatChunk]:
         """The reply as it streams; a thinking model's reasoning is kept apart (in
-        ``reasoning``), so it is never spoken, shown or sent as the reply."""
+        ``reasoning``), so it is never spoken, shown or sent as the reply.
+
+        Its ``generate`` span is current only while the next chunk is awaited, so the
+        Triton stream is its child and nothing leaks to the consumer across a yield."""
         settings = self.settings
-        async for chunk in self.triton.chat_stream(
+        span = tracing.start("generate", parent, **{"june.max_tokens": max_tokens})
+        stream = self.triton.chat_stream(
             messages,
             max_tokens=max_tokens,
             sampling=GREEDY if settings.turn_sampling == "greedy" else Sampling(),
             thinking=settings.thinking_turns,
             deadline=deadline,
-        ):
-            yield chunk
+        )
+        try:
+            while True:
+                with tracing.current(span):
+                    try:
+                        chunk = await anext(stream)
+                    except StopAsyncIteration:
+                        break
+                yield chunk
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                tracing.failed(span, exc)
+            raise
+        finally:
+            await stream.aclose()
+            span.end()
 
     async def reply_tokens(self) -> int:
         """A turn's token budget. A model that always thinks (Qwen3 Thinking-2507) gets the
@@ -404,8 +455,10 @@ class TurnService:
         thinks = settings.thinking_turns or await self.triton.thinking_mode() == "always"
         return settings.turn_thinking_max_tokens if thinks else settings.turn_max_tokens
 
-    def speaker(self, deadline: float) -> SentenceSpeaker:
-        return SentenceSpeaker(self.triton, model=self.settings.tts_model, deadline=deadline)
+    def speaker(self, deadline: float, parent: Span | None = None) -> SentenceSpeaker:
+        return SentenceSpeaker(
+            self.triton, model=self.settings.tts_model, deadline=deadline, parent=parent
+        )
 
     async def _respond(
         self,
@@ -430,7 +483,7 @@ class TurnService:
         sentences = SentenceBuffer()
         voice, out = None, None
         if request.fmt:
-            voice = self.speaker(deadline)
+            voice = self.speaker(deadline, clock.span)
             out = ReplyAudio(request.fmt, on_first=lambda: clock.lap("first_audio"))
 
         reply: list[str] = []
@@ -439,7 +492,8 @@ class TurnService:
         interrupt = request.interrupt
         stop = interrupt.event if interrupt is not None else None
         try:
-            async for chunk in until(self.generate(messages, max_tokens, deadline), stop):
+            generated = self.generate(messages, max_tokens, deadline, clock.span)
+            async for chunk in until(generated, stop):
                 reasoning.append(chunk.reasoning)
                 delta = chunk.delta
                 if not delta:
@@ -481,9 +535,8 @@ class TurnService:
             " (interrupted)" if interrupted else "",
             clock.timings_ms,
         )
-        yield (
-            "done",
-            await self.store(
+        with tracing.stage("store", clock.span):
+            stored = await self.store(
                 request,
                 token,
                 NewTurn(
@@ -508,8 +561,8 @@ class TurnService:
                     else None,
                 ),
                 sources,
-            ),
-        )
+            )
+        yield "done", stored
 
     async def interrupted(
         self, principal: Principal, result: TurnResult, said: list[Spoken], heard_s: float

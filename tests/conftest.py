@@ -14,7 +14,7 @@ import shutil
 import socket
 import sys
 import wave
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +25,7 @@ from orchestrator.config import REPO_ROOT, Settings
 from orchestrator.db.engine import EmbeddedPostgres
 from orchestrator.db.migrate import upgrade
 from orchestrator.triton.launcher import TritonServer
+from tests.otlp_collector import Collector
 
 _handed_out: set[int] = set()
 
@@ -194,19 +195,38 @@ def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
     return buf.getvalue()
 
 
-def make_triton(repo: Path, runtime_dir: Path) -> TritonServer:
+def make_triton(repo: Path, runtime_dir: Path, extra_args: Sequence[str] = ()) -> TritonServer:
     return TritonServer(
         repo,
         runtime_dir=runtime_dir,
         http_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),
+        extra_args=extra_args,
     )
 
 
 @pytest.fixture(scope="session")
-def triton(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    server = make_triton(model_repo, tmp_path_factory.mktemp("triton"))
+def otlp() -> Iterator[Collector]:
+    """Where the shared Triton sends its spans, while a test turns its tracing on."""
+    with Collector() as collector:
+        yield collector
+
+
+@pytest.fixture(scope="session")
+def triton(
+    model_repo: Path, tmp_path_factory: pytest.TempPathFactory, otlp: Collector
+) -> Iterator[TritonServer]:
+    # OpenTelemetry trace mode, at level OFF: nothing is traced until a test sets a level
+    # (POST /v2/trace/setting), so the other tests run as the default server would.
+    tracing_off = [
+        "--trace-config=mode=opentelemetry",
+        "--trace-config=level=OFF",
+        f"--trace-config=opentelemetry,url={otlp.url}",
+        "--trace-config=opentelemetry,resource=service.name=triton",
+        "--trace-config=opentelemetry,bsp_schedule_delay=200",
+    ]
+    server = make_triton(model_repo, tmp_path_factory.mktemp("triton"), tracing_off)
     server.start(timeout_s=180)
     yield server
     server.stop()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI, Request, Response
 
-from orchestrator import __version__, metrics
+from orchestrator import __version__, metrics, tracing
 from orchestrator.admission import Admission
 from orchestrator.api.deps import require_key
 from orchestrator.api.errors import install_error_handlers
@@ -49,6 +49,7 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
     """
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url (june serve sets it)")
+    traced = tracing.configure(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,6 +100,8 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
                 await app.state.bot.stop()
             await app.state.triton.close()
             await engine.dispose()
+            if traced:
+                tracing.shutdown()
 
     app = FastAPI(
         title="June",

@@ -28,6 +28,8 @@ class RequestIds:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from opentelemetry import trace
+
         from orchestrator.log import REQUEST_ID
 
         if scope["type"] not in ("http", "websocket"):
@@ -42,6 +44,8 @@ class RequestIds:
                 message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
             await send(message)
 
+        # FastAPI's own server span (its native OpenTelemetry support) carries the id too
+        trace.get_current_span().set_attribute("june.request_id", request_id)
         token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)

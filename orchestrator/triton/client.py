@@ -19,7 +19,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from orchestrator import metrics
+from orchestrator import metrics, tracing
 from orchestrator.admission import Admission
 from orchestrator.chat import UNFINISHED_THOUGHT, ReasoningSplitter, Sampling
 
@@ -261,6 +261,7 @@ class TritonGateway:
         async with self._slot(model, deadline):
             start = time.perf_counter()
             timeout = self._timeout(timeout_s, deadline)
+            span = tracing.client_span(model)
             try:
                 async with self._breaker(model) as broken:
                     result = await self._race(
@@ -271,21 +272,34 @@ class TritonGateway:
                             inputs,
                             outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
                             client_timeout=timeout,
+                            headers=tracing.headers(span),
                         ),
                         timeout + 1.0,
                     )
-            except TimeoutError as exc:
-                metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
-                raise TritonUnavailable(f"Triton model {model!r} missed its deadline") from exc
-            except InferenceServerException as exc:
-                raise self._failed(model, exc.status() or "", exc.message() or "") from exc
-            except (grpc.RpcError, OSError) as exc:
-                metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
-                raise TritonUnavailable(f"Triton at {self.url} is unreachable") from exc
+            except BaseException as exc:
+                tracing.failed(span, exc)
+                translated = self._translated(model, exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
             finally:
+                span.end()
                 metrics.TRITON_LATENCY.labels(model=model).observe(time.perf_counter() - start)
         self.last_ok[model] = time.monotonic()
         return result
+
+    def _translated(self, model: str, exc: BaseException) -> BaseException:
+        """A failed call as June's error (missed deadline, refused request, unreachable), or
+        ``exc`` itself (cancelled, or already June's)."""
+        if isinstance(exc, TimeoutError):
+            metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
+            return TritonUnavailable(f"Triton model {model!r} missed its deadline")
+        if isinstance(exc, InferenceServerException):
+            return self._failed(model, exc.status() or "", exc.message() or "")
+        if isinstance(exc, grpc.RpcError | OSError):
+            metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
+            return TritonUnavailable(f"Triton at {self.url} is unreachable")
+        return exc
 
     async def embed(
         self,
@@ -528,7 +542,10 @@ class TritonGateway:
         text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         prompt_tokens = completion_tokens = 0
         start = time.perf_counter()
-        stream = self._client.stream_infer(inputs_iterator=requests())
+        span = tracing.client_span(model, stream=True)
+        stream = self._client.stream_infer(
+            inputs_iterator=requests(), headers=tracing.headers(span)
+        )
         responses = aiter(stream)
         try:
             async with self._breaker(model) as broken:  # once for the whole stream
@@ -580,13 +597,22 @@ class TritonGateway:
                         )
                         return
         except TimeoutError as exc:
+            tracing.failed(span, exc)
             metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
             raise TritonUnavailable(f"Triton model {model!r} missed its deadline") from exc
         except InferenceServerException as exc:
+            tracing.failed(span, exc)
             raise self._failed(model, exc.status() or "UNAVAILABLE", exc.message() or "") from exc
         except grpc.RpcError as exc:
+            tracing.failed(span, exc)
             metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
             raise TritonUnavailable(f"Triton at {self.url} is unreachable") from exc
+        except (TritonUnavailable, TritonInferenceError, ModelRequestError) as exc:
+            tracing.failed(span, exc)
+            raise
         finally:
+            span.set_attribute("june.prompt_tokens", prompt_tokens)
+            span.set_attribute("june.completion_tokens", completion_tokens)
+            span.end()
             stream.cancel()
             metrics.TRITON_LATENCY.labels(model=model).observe(time.perf_counter() - start)

@@ -22,6 +22,7 @@ import sysconfig
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -151,6 +152,7 @@ class TritonServer:
         metrics_port: int = 8002,
         log_verbose: int = 0,
         install: TritonInstall | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.repository = Path(repository)
         self.runtime_dir = Path(runtime_dir)
@@ -160,6 +162,7 @@ class TritonServer:
         self.metrics_port = metrics_port
         self.log_verbose = log_verbose
         self._install = install
+        self.extra_args = list(extra_args)  # e.g. OpenTelemetry trace mode (tracing.py)
         self._proc: subprocess.Popen[str] | None = None
         self._log_thread: threading.Thread | None = None
         self._tail: deque[str] = deque(maxlen=200)
@@ -202,6 +205,7 @@ class TritonServer:
             "--exit-on-error=true",
             "--disable-auto-complete-config",
             f"--log-verbose={self.log_verbose}",
+            *self.extra_args,
         ]
 
     def check_repository(self) -> None:
