@@ -169,6 +169,50 @@ def db_url() -> None:
     typer.echo(EmbeddedPostgres(Path(settings.pgdata)).start())
 
 
+@db_app.command("backup")
+@one_line_errors
+def db_backup(
+    out: Annotated[Path, typer.Argument(help="The archive to write (pg_dump custom format).")],
+) -> None:
+    """Dump the whole database (keys, documents, vectors, conversations) to one file."""
+    from contextlib import ExitStack
+
+    from exporters.common import progress
+    from orchestrator.db.backup import backup
+    from orchestrator.stack import start_database
+
+    with ExitStack() as stack:
+        url = start_database(get_settings(), stack)
+        with progress() as bar:
+            bar.add_task(f"backup to {out.name}", total=None)
+            archive = backup(url, out)
+    typer.echo(f"{archive.path}: {archive.size_bytes} bytes ({', '.join(archive.tables)})")
+
+
+@db_app.command("restore")
+@one_line_errors
+def db_restore(
+    archive: Annotated[Path, typer.Argument(help="A file written by `june db backup`.")],
+    force: Annotated[
+        bool, typer.Option(help="Replace the data the database already holds.")
+    ] = False,
+) -> None:
+    """Restore a backup into DATABASE_URL or the embedded database (empty unless --force)."""
+    from contextlib import ExitStack
+
+    from exporters.common import progress
+    from orchestrator.db.backup import read_archive, restore
+    from orchestrator.stack import start_database
+
+    read_archive(archive)  # not a June backup: refused before any database is started
+    with ExitStack() as stack:
+        url = start_database(get_settings(), stack)
+        with progress() as bar:
+            bar.add_task(f"restore {archive.name}", total=None)
+            restored = restore(url, archive, force=force)
+    typer.echo(f"restored {restored.path} ({', '.join(restored.tables)})")
+
+
 @keys_app.command("create")
 @one_line_errors
 def keys_create(
