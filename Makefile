@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 # Debian packages: libb64-0d for perf_analyzer, espeak-ng for test speech; the tests also
 # drive the voice page in a real headless browser (chromium, chromium-driver).
 DEB_PACKAGES := libb64-0d espeak-ng
-DEB_TEST_PACKAGES := chromium chromium-driver
+# prometheus: its promtool checks the alert rules and dashboard queries
+DEB_TEST_PACKAGES := chromium chromium-driver prometheus
 
 .PHONY: serve test lint format system-deps test-deps install-serve install-dev install-bench nemo-env clean
 

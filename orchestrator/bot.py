@@ -32,6 +32,7 @@ from telegram.ext import (
     filters,
 )
 
+from orchestrator import metrics
 from orchestrator.admission import Overloaded, RateLimited
 from orchestrator.audio import AudioError
 from orchestrator.auth import Principal, RateLimiter
@@ -177,10 +178,12 @@ class JuneBot:
             return None
         if self.allowed and user.id not in self.allowed:
             log.info("update %s: user %s is not on the allowlist", update.update_id, user.id)
+            metrics.BOT_UPDATES.labels(outcome="not_allowed").inc()
             await message.reply_text("Sorry, this June is private.")
             return None
         principal = principal_for(user.id)
         if self.limiter.acquire(principal.key_id) > 0:
+            metrics.BOT_UPDATES.labels(outcome="rate_limited").inc()
             await message.reply_text("You're sending messages quickly; give me a moment.")
             return None
         return principal
@@ -279,6 +282,7 @@ class JuneBot:
                 overlap_words=self.settings.chunk_overlap_words,
                 batch_size=self.settings.embed_batch_size,
             )
+        metrics.BOT_UPDATES.labels(outcome="document_added").inc()
         await message.reply_text(f"Added {name} to your documents ({summary.id}).")
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -300,6 +304,7 @@ class JuneBot:
         limit_s = self.settings.telegram_max_voice_seconds
         too_long = f"That message is a bit long for me; please keep it under {limit_s} seconds."
         if media.duration and media.duration > limit_s:
+            metrics.BOT_UPDATES.labels(outcome="too_long").inc()
             await message.reply_text(too_long)
             return
         # The declared duration is the sender's word: check the file's real size before
@@ -307,18 +312,24 @@ class JuneBot:
         max_bytes = self.settings.telegram_max_voice_bytes
         file = await media.get_file()
         if (file.file_size or media.file_size or 0) > max_bytes:
+            metrics.BOT_UPDATES.labels(outcome="too_long").inc()
             await message.reply_text(too_long)
             return
         await message.reply_chat_action(ChatAction.RECORD_VOICE)
         data = bytes(await file.download_as_bytearray())
         if len(data) > max_bytes:
+            metrics.BOT_UPDATES.labels(outcome="too_long").inc()
             await message.reply_text(too_long)
             return
         try:
             await self._answer(update, principal, audio=data, speak=True)
         except NoSpeech:
+            metrics.BOT_UPDATES.labels(outcome="no_speech").inc()
             await message.reply_text(DIDNT_CATCH)
         except AudioError as exc:
+            metrics.BOT_UPDATES.labels(
+                outcome="too_long" if exc.status == 413 else "bad_audio"
+            ).inc()
             if exc.status == 413:
                 await message.reply_text(too_long)
             else:
@@ -352,8 +363,10 @@ class JuneBot:
         try:
             result, voice = await collect(self.turns.run(request))
         except (Overloaded, RateLimited, TritonUnavailable):
+            metrics.BOT_UPDATES.labels(outcome="busy").inc()
             await message.reply_text(BUSY)
             return
+        metrics.BOT_UPDATES.labels(outcome="replayed" if result.replayed else "answered").inc()
         if result.replayed:
             log.info("update %s was answered before: not answering again", update.update_id)
             return
@@ -370,6 +383,7 @@ class JuneBot:
         """Any failure inside a turn: log it with the update id, apologise, keep running."""
         update_id = update.update_id if isinstance(update, Update) else None
         log.error("update %s failed: %s", update_id, context.error, exc_info=context.error)
+        metrics.BOT_UPDATES.labels(outcome="failed").inc()
         if isinstance(update, Update) and update.effective_message is not None:
             try:
                 await update.effective_message.reply_text(APOLOGY)

@@ -53,3 +53,15 @@ LIVE_SESSIONS = Gauge("june_live_sessions", "Live voice (WebSocket) sessions ope
 BARGE_INS = Counter(
     "june_barge_ins_total", "Replies stopped because the user talked over them (live voice)."
 )
+BOT_UPDATES = Counter(
+    "june_bot_updates_total",
+    "Telegram updates by outcome: answered (voice or text), replayed (a redelivery, not "
+    "answered again), document_added, not_allowed, rate_limited, busy, too_long, no_speech, "
+    "bad_audio, failed.",
+    ["outcome"],
+)
+PIPELINE_UP = Gauge(
+    "june_pipeline_up",
+    "1 when a Triton pipeline answered its last request or probe, 0 when it failed.",
+    ["pipeline"],
+)

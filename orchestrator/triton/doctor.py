@@ -135,6 +135,7 @@ class ModelDoctor:
             last_ok = self.gateway.last_ok.get(pipeline, 0.0)
             if now - last_ok < self.interval and pipeline not in suspects:
                 self.health[pipeline] = PipelineHealth(True, now)
+                metrics.PIPELINE_UP.labels(pipeline=pipeline).set(1)
                 continue
             await self.probe(pipeline)
 
@@ -161,6 +162,7 @@ class ModelDoctor:
     def _mark(self, pipeline: str, ok: bool, detail: str) -> None:
         if pipeline in self.health:
             self.health[pipeline] = PipelineHealth(ok, time.monotonic(), detail)
+            metrics.PIPELINE_UP.labels(pipeline=pipeline).set(1 if ok else 0)
 
     async def _ask(self, pipeline: str, deadline: float) -> None:
         BYPASS_ADMISSION.set(True)  # this task only: see BYPASS_ADMISSION

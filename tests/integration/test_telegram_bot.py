@@ -140,7 +140,16 @@ def test_reset_forgets_the_conversation(polling_bot, fake):
     assert "forgotten" in reply
 
 
-def test_stranger_and_corrupt_voice_get_polite_answers(polling_bot, fake):
+def outcomes(client) -> dict[str, float]:
+    """``june_bot_updates_total`` by outcome, as /metrics shows it (one registry per
+    process: the bot's app counts, any app shows it)."""
+    text = client.get("/metrics").text
+    found = re.findall(r'^june_bot_updates_total\{outcome="(\w+)"\} (\S+)$', text, re.M)
+    return {outcome: float(n) for outcome, n in found}
+
+
+def test_stranger_and_corrupt_voice_get_polite_answers(polling_bot, fake, client):
+    counted = outcomes(client)
     fake.push(update(STRANGER, text="hi"))
     assert (
         fake.wait_for(STRANGER, "sendMessage")[-1].params["text"] == "Sorry, this June is private."
@@ -152,6 +161,9 @@ def test_stranger_and_corrupt_voice_get_polite_answers(polling_bot, fake):
     fake.push(voice_update(fake, ALLOWED, b"OggS", duration=3600))
     reply = fake.wait_for(ALLOWED, "sendMessage", before + 2)[-1].params["text"]
     assert "a bit long" in reply
+    now = outcomes(client)  # each update counted once, by what became of it
+    for outcome in ("not_allowed", "bad_audio", "too_long"):
+        assert now.get(outcome, 0) == counted.get(outcome, 0) + 1, (outcome, counted, now)
 
 
 def test_webhook_checks_the_secret_and_answers_a_duplicate_once(
