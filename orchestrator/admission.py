@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from orchestrator import metrics
+from orchestrator.buckets import Bucket, BucketStore, MemoryBuckets
 from orchestrator.config import Settings
 
 
@@ -146,39 +145,27 @@ class Admission:
         return self.stages[stage].slot(deadline)
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    last: float
-
-
 class WorkLimiter:
-    """A token bucket per key, in units of work (see the module docstring)."""
+    """A token bucket per key, in units of work (see the module docstring), in this
+    process or shared by every replica (``store``, see buckets.py)."""
 
-    def __init__(self, per_minute: float, *, burst: float | None = None) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = float(burst or per_minute)
-        self._buckets: dict[uuid.UUID, _Bucket] = {}
-        self._lock = threading.Lock()
+    def __init__(
+        self, per_minute: float, *, burst: float | None = None, store: BucketStore | None = None
+    ) -> None:
+        self.bucket = Bucket("work", per_minute / 60.0, float(burst or per_minute))
+        self.store = store or MemoryBuckets()
 
-    def charge(self, key_id: uuid.UUID, units: float) -> None:
+    async def charge(self, key_id: uuid.UUID, units: float) -> None:
         """Take ``units`` from the key's bucket, or raise :class:`RateLimited`.
 
         One request may cost more than the burst (a long recording): it is let through
         when the bucket is full and leaves it in debt, so the key waits afterwards.
         """
-        now = time.monotonic()
-        with self._lock:
-            b = self._buckets.setdefault(key_id, _Bucket(self.capacity, now))
-            b.tokens = min(self.capacity, b.tokens + (now - b.last) * self.rate)
-            b.last = now
-            if b.tokens >= min(units, self.capacity):
-                b.tokens -= units
-                return
-            wait = (min(units, self.capacity) - b.tokens) / self.rate
-        raise RateLimited(
-            f"this key has used its work budget ({units:.0f} units asked); slow down", wait
-        )
+        wait = await self.store.take(self.bucket, key_id, units)
+        if wait > 0:
+            raise RateLimited(
+                f"this key has used its work budget ({units:.0f} units asked); slow down", wait
+            )
 
 
 def work_units(*, audio_seconds: float = 0.0, tokens: int = 0, characters: int = 0) -> float:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import secrets
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +19,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from orchestrator.buckets import Bucket, BucketStore, MemoryBuckets
 from orchestrator.cli_errors import CommandError
 from orchestrator.db.models import ApiKey
 
@@ -106,22 +104,21 @@ async def authenticate(session: AsyncSession, key: str | None) -> Principal:
 
 
 class RateLimiter:
-    """A token bucket per key: ``per_minute`` requests a minute, bursts up to ``burst``."""
+    """A token bucket per key: ``per_minute`` requests a minute, bursts up to ``burst``,
+    in this process or shared by every replica (``store``, see buckets.py)."""
 
-    def __init__(self, per_minute: int, burst: int | None = None) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = float(burst or per_minute)
-        self._buckets: dict[uuid.UUID, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+    def __init__(
+        self, per_minute: int, burst: int | None = None, *, store: BucketStore | None = None
+    ) -> None:
+        self.bucket = Bucket("requests", per_minute / 60.0, float(burst or per_minute))
+        self.store = store or MemoryBuckets()
+        self._local = self.store if isinstance(self.store, MemoryBuckets) else MemoryBuckets()
 
     def acquire(self, key_id: uuid.UUID) -> float:
-        """0 when the request may go ahead, else the seconds until it may."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key_id, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key_id] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key_id] = (tokens, now)
-            return (1.0 - tokens) / self.rate if self.rate > 0 else math.inf
+        """0 when the request may go ahead, else the seconds until it may (this process's
+        bucket: for a channel with one replica, the Telegram bot)."""
+        return self._local.take_now(self.bucket, key_id, 1.0)
+
+    async def take(self, key_id: uuid.UUID) -> float:
+        """As :meth:`acquire`, from the configured store (shared across replicas)."""
+        return await self.store.take(self.bucket, key_id, 1.0)

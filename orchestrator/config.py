@@ -298,6 +298,11 @@ class Settings(BaseSettings):
     rate_limit_burst: int | None = Field(
         None, ge=1, description="Requests a key may make at once (default: a minute's worth)."
     )
+    rate_limit_store: Literal["memory", "database"] = Field(
+        "memory",
+        description="Where the per-key limits' buckets live: this process (one replica), or "
+        "the database, shared by every replica (set it when scaling out).",
+    )
     rate_limit_work_per_minute: float = Field(
         900.0,
         gt=0,

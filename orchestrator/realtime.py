@@ -387,7 +387,7 @@ class LiveSession:
         self._pieces.append(self._spawn(self._piece(audio)))
 
     async def _piece(self, audio: np.ndarray) -> str:
-        self.turns.work.charge(
+        await self.turns.work.charge(
             self.principal.key_id, work_units(audio_seconds=len(audio) / SAMPLE_RATE)
         )
         return await self._asr(audio)

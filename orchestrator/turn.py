@@ -270,7 +270,7 @@ class TurnService:
 
     async def _run(self, request: TurnRequest, deadline: float, span: Span) -> AsyncIterator[Event]:
         principal = request.principal
-        self._charge(request)
+        await self._charge(request)
         # The turn's slot first: a full server refuses at once, before any database work.
         async with self.admission.slot("turn", deadline):
             async with self.sessions() as session:  # also: 404 before any work
@@ -298,18 +298,22 @@ class TurnService:
                 if not stored:
                     await self._release(request, token)
 
-    def _charge(self, request: TurnRequest) -> None:
+    async def _charge(self, request: TurnRequest) -> None:
         """Weigh the turn against the key's work budget (audio is weighed once decoded)."""
         tokens = self.settings.turn_max_tokens
         characters = tokens * 5 if request.fmt else 0
-        self.work.charge(request.principal.key_id, work_units(tokens=tokens, characters=characters))
+        await self.work.charge(
+            request.principal.key_id, work_units(tokens=tokens, characters=characters)
+        )
 
     async def _question(self, request: TurnRequest, clock: Stopwatch, deadline: float) -> str:
         if request.audio is None:
             assert request.text is not None
             return request.text.strip()
         audio = await self.decode(request.audio, clock, request.max_audio_seconds)
-        self.work.charge(request.principal.key_id, work_units(audio_seconds=len(audio) / 16000))
+        await self.work.charge(
+            request.principal.key_id, work_units(audio_seconds=len(audio) / 16000)
+        )
         return await self.transcribe(audio, request.language, clock, deadline)
 
     # --- the stages, in order -------------------------------------------------------------

@@ -215,14 +215,14 @@ class WyomingConnection:
         elif SynthesizeChunk.is_type(event.type) and self.streaming is not None:
             sentences, speaker = self.streaming
             for sentence in sentences.push(SynthesizeChunk.from_event(event).text):
-                self.charge_text(sentence)
+                await self.charge_text(sentence)
                 speaker.add(sentence)
             async for _, speech in speaker.ready():
                 await self.say(speech)
         elif SynthesizeStop.is_type(event.type) and self.streaming is not None:
             (sentences, speaker), self.streaming = self.streaming, None
             for sentence in sentences.flush():
-                self.charge_text(sentence)
+                await self.charge_text(sentence)
                 speaker.add(sentence)
             async for _, speech in speaker.drain():
                 await self.say(speech)
@@ -252,7 +252,9 @@ class WyomingConnection:
     async def transcribe(self) -> None:
         audio, self.audio = self.audio, None
         samples = np.frombuffer(bytes(audio or b""), "<i2").astype(np.float32) / 32768
-        self.turns.work.charge(WYOMING_KEY, work_units(audio_seconds=len(samples) / SAMPLE_RATE))
+        await self.turns.work.charge(
+            WYOMING_KEY, work_units(audio_seconds=len(samples) / SAMPLE_RATE)
+        )
         deadline = time.monotonic() + self.settings.turn_deadline_s
         text = ""
         speech = await self.turns.speech(samples, deadline) if len(samples) else None
@@ -269,7 +271,7 @@ class WyomingConnection:
         deadline = time.monotonic() + self.settings.turn_deadline_s
         return SentenceSpeaker(self.turns.triton, model=self.settings.tts_model, deadline=deadline)
 
-    def charge_text(self, text: str) -> None:
+    async def charge_text(self, text: str) -> None:
         try:
             check_length(
                 text,
@@ -279,10 +281,10 @@ class WyomingConnection:
             )
         except TextTooLong as exc:
             raise BadEvent(str(exc)) from exc
-        self.turns.work.charge(WYOMING_KEY, work_units(characters=len(text)))
+        await self.turns.work.charge(WYOMING_KEY, work_units(characters=len(text)))
 
     async def synthesize(self, text: str) -> None:
-        self.charge_text(text)
+        await self.charge_text(text)
         speaker = self.speaker()
         self.voice_started = False
         try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from fastapi import Depends, FastAPI, Request, Response
 
 from orchestrator import __version__, metrics, tracing
-from orchestrator.admission import Admission
+from orchestrator.admission import Admission, WorkLimiter
 from orchestrator.api.deps import require_key
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.gates import CancelOnDisconnect, KeyGate
@@ -28,6 +28,7 @@ from orchestrator.api.routes import (
     web,
 )
 from orchestrator.auth import RateLimiter
+from orchestrator.buckets import DatabaseBuckets, MemoryBuckets
 from orchestrator.config import Settings
 from orchestrator.db.engine import make_async_engine, make_sessionmaker
 from orchestrator.triton.client import TritonGateway
@@ -62,8 +63,13 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        buckets = (
+            DatabaseBuckets(app.state.sessionmaker)
+            if settings.rate_limit_store == "database"
+            else MemoryBuckets()
+        )  # the per-key limits' state: shared by every replica, or this process's
         app.state.rate_limiter = RateLimiter(
-            settings.rate_limit_per_minute, burst=settings.rate_limit_burst
+            settings.rate_limit_per_minute, burst=settings.rate_limit_burst, store=buckets
         )
         app.state.admission = Admission(settings)
         app.state.triton = TritonGateway(
@@ -78,7 +84,11 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
         )
         app.state.triton.on_unhealthy = app.state.doctor.suspect
         app.state.turns = TurnService(
-            settings, app.state.triton, app.state.sessionmaker, admission=app.state.admission
+            settings,
+            app.state.triton,
+            app.state.sessionmaker,
+            admission=app.state.admission,
+            work=WorkLimiter(settings.rate_limit_work_per_minute, store=buckets),
         )
         app.state.live_sessions = 0  # open /v1/realtime sessions
         app.state.bot = await _start_bot(settings, app.state.turns)

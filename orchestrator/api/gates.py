@@ -59,7 +59,7 @@ class KeyGate:
             log.warning("%s: database unavailable for the key check: %s", path, exc)
             await send_json(send, 503, "database unavailable", {"Retry-After": "5"})
             return
-        wait = state.rate_limiter.acquire(principal.key_id)
+        wait = await state.rate_limiter.take(principal.key_id)
         if wait > 0:
             per_minute = state.settings.rate_limit_per_minute
             retry = str(max(1, math.ceil(wait))) if math.isfinite(wait) else "60"

@@ -63,18 +63,18 @@ async def test_a_cancelled_waiter_leaves_the_queue():
     assert stage.active == 0
 
 
-def test_work_is_weighed_and_a_big_request_leaves_the_key_in_debt(monkeypatch):
+async def test_work_is_weighed_and_a_big_request_leaves_the_key_in_debt(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr("orchestrator.admission.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("orchestrator.buckets.time.monotonic", lambda: now[0])
     limiter = WorkLimiter(per_minute=60)  # one unit a second, bursts of 60
     key = uuid.uuid4()
-    limiter.charge(key, work_units(audio_seconds=90))  # one long recording goes through
+    await limiter.charge(key, work_units(audio_seconds=90))  # one long recording goes through
     with pytest.raises(RateLimited) as limited:
-        limiter.charge(key, work_units(tokens=100))  # ... and the key then waits
+        await limiter.charge(key, work_units(tokens=100))  # ... and the key then waits
     assert limited.value.retry_after >= 30
-    limiter.charge(uuid.uuid4(), 10)  # another key is not affected
+    await limiter.charge(uuid.uuid4(), 10)  # another key is not affected
     now[0] += 120
-    limiter.charge(key, 10)
+    await limiter.charge(key, 10)
 
 
 def test_work_units():

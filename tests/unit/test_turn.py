@@ -54,7 +54,7 @@ def test_prompt_has_sources_history_and_question_within_budget(tmp_path):
 
 def test_rate_limiter_refills_over_time(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr("orchestrator.auth.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("orchestrator.buckets.time.monotonic", lambda: now[0])
     limiter = RateLimiter(per_minute=2)
     key = uuid.uuid4()
     assert limiter.acquire(key) == 0 and limiter.acquire(key) == 0

@@ -51,7 +51,7 @@ async def chat(
     if body.text is not None:
         return await text_turn(turns, caller, body)
     assert body.messages is not None
-    turns.work.charge(caller.key_id, work_units(tokens=body.max_tokens))
+    await turns.work.charge(caller.key_id, work_units(tokens=body.max_tokens))
     messages = [m.model_dump() for m in body.messages]
     if body.system:
         messages.insert(0, {"role": "system", "content": body.system})

@@ -225,7 +225,7 @@ async def chat_completions(
         return await rag_completion(body, request, turns, caller)
     model = _check_model(settings, body.model, "llm")
     max_tokens = body.max_completion_tokens or body.max_tokens or 256
-    turns.work.charge(caller.key_id, work_units(tokens=max_tokens))
+    await turns.work.charge(caller.key_id, work_units(tokens=max_tokens))
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
         for m in body.messages
@@ -436,7 +436,7 @@ async def embeddings(
     model = _check_model(settings, body.model, "embed")
     texts: list[str] = body.input  # type: ignore[assignment]
     words = sum(len(t.split()) for t in texts)  # usage: words stand in for tokens
-    turns.work.charge(caller.key_id, work_units(tokens=words))
+    await turns.work.charge(caller.key_id, work_units(tokens=words))
     vectors = await triton.embed(texts, batch_size=settings.embed_batch_size)
     if body.dimensions is not None and body.dimensions != vectors.shape[1]:
         raise HTTPException(400, f"this model makes {vectors.shape[1]} dimensions only")
@@ -588,7 +588,7 @@ async def audio_speech(
         raise HTTPException(400, "speed: June speaks at 0.5 to 2 times its normal pace")
     text = strip_controls(body.input)
     await run_in_threadpool(check_speech_limits, text, body.speed, settings)
-    turns.work.charge(caller.key_id, work_units(characters=len(text)))
+    await turns.work.charge(caller.key_id, work_units(characters=len(text)))
     return await synthesis(
         triton,
         text,

@@ -182,7 +182,7 @@ async def _start(ws: WebSocket) -> tuple[Start, Principal]:
     except (SQLAlchemyError, OSError) as exc:
         log.warning("realtime: database unavailable for the key check: %s", exc)
         raise Overloaded("database unavailable", 5) from None
-    wait = state.rate_limiter.acquire(principal.key_id)
+    wait = await state.rate_limiter.take(principal.key_id)
     if wait > 0:
         metrics.REFUSED.labels(cause="429").inc()
         raise RateLimited("rate limit exceeded for this key", wait if math.isfinite(wait) else 60)

@@ -56,7 +56,7 @@ async def decode_and_charge(
 ) -> np.ndarray:
     """The upload as 16 kHz mono, its seconds charged to the caller's work budget."""
     audio = await run_in_threadpool(decode_audio, data, max_seconds=settings.max_audio_seconds)
-    turns.work.charge(caller.key_id, work_units(audio_seconds=len(audio) / 16000))
+    await turns.work.charge(caller.key_id, work_units(audio_seconds=len(audio) / 16000))
     return audio
 
 
@@ -177,7 +177,7 @@ async def speak_text(
     by how long the text takes to say once numbers and dates are spelled out
     (``tts_max_audio_seconds``); over either is 413."""
     await run_in_threadpool(check_speech_limits, body.text, body.pace, settings)
-    turns.work.charge(caller.key_id, work_units(characters=len(body.text)))
+    await turns.work.charge(caller.key_id, work_units(characters=len(body.text)))
     fmt = choose_format(body.format, accept)
     return await synthesis(
         triton,
