@@ -169,6 +169,22 @@ def db_url() -> None:
     typer.echo(EmbeddedPostgres(Path(settings.pgdata)).start())
 
 
+@app.command()
+@one_line_errors
+def dashboard(
+    out: Annotated[Path, typer.Option(help="The PNG to write.")] = Path("dashboard.png"),
+    prometheus: Annotated[str, typer.Option(help="Prometheus URL.")] = "http://127.0.0.1:9090",
+    minutes: Annotated[float, typer.Option(help="How far back to draw.")] = 15.0,
+    title: Annotated[str, typer.Option(help="A title above the panels.")] = "",
+    window: Annotated[str, typer.Option(help="Rate window instead of the panels' 5m.")] = "5m",
+) -> None:
+    """Draw the Grafana dashboard's panels from a running Prometheus (matplotlib)."""
+    from orchestrator.monitoring.render import render
+
+    drawn = render(prometheus, out, minutes=minutes, title=title, window=window)
+    typer.echo(f"{out}: {drawn} series")
+
+
 @db_app.command("backup")
 @one_line_errors
 def db_backup(

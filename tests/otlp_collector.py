@@ -23,6 +23,7 @@ class Received:
     parent_id: str | None
     service: str
     start_ns: int
+    end_ns: int
     attributes: dict[str, object]
 
 
@@ -49,6 +50,7 @@ def _from_json(body: bytes) -> list[Received]:
                         parent_id=(s.get("parentSpanId") or "").lower() or None,
                         service=str(resource.get("service.name", "")),
                         start_ns=int(s.get("startTimeUnixNano", 0)),
+                        end_ns=int(s.get("endTimeUnixNano", 0)),
                         attributes={a["key"]: _value(a["value"]) for a in s.get("attributes", [])},
                     )
                 )
@@ -56,7 +58,7 @@ def _from_json(body: bytes) -> list[Received]:
 
 
 class Collector:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.spans: list[Received] = []
         self.errors: list[str] = []
         self._lock = threading.Lock()
@@ -81,7 +83,7 @@ class Collector:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1/traces"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
