@@ -14,6 +14,7 @@ alone: the table shows how much slower the same request is under the load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -85,12 +86,18 @@ def question_audio() -> list[bytes]:
 
 
 async def one_request(
-    client: httpx.AsyncClient, kind: str, key: int, headers: dict, audio: list[bytes], i: int
+    client: httpx.AsyncClient,
+    kind: str,
+    key: int,
+    headers: dict,
+    audio: list[bytes],
+    i: int,
+    request_id: str | None = None,
 ) -> Outcome:
-    request_id = f"load-{uuid.uuid4()}"
+    request_id = request_id or f"load-{uuid.uuid4()}"
     start = time.monotonic()
     try:
-        if kind == "text":
+        if kind in ("text", "retry"):
             r = await client.post(
                 "/v1/chat",
                 headers=headers,
@@ -109,6 +116,8 @@ async def one_request(
             )
         status = r.status_code
         turn_id = r.json().get("turn_id", "") if status == 200 and kind != "transcribe" else ""
+        if kind == "retry" and status == 200 and not r.json().get("replayed"):
+            turn_id = "not-a-replay"  # a retry answered as a new turn: reconcile counts it
         retry = r.headers.get("retry-after")
     except httpx.HTTPError:
         status, turn_id, retry = 0, "", None  # no answer at all: counted as a failure
@@ -205,7 +214,7 @@ def break_something(drill: str, data_dir: Path, repository: Path) -> str:
 
 
 async def run_load(
-    url: str,
+    urls: list[str],
     keys: list[str],
     *,
     text: int,
@@ -218,13 +227,21 @@ async def run_load(
     users: list[str],
     database_url: str,
 ) -> LoadReport:
-    check_loopback(url)
+    for url in urls:
+        check_loopback(url)
     seconds = min(seconds, MAX_SECONDS)
     if text + voice + transcribe > MAX_CLIENTS:
         raise LoadError(f"at most {MAX_CLIENTS} concurrent clients")
     audio = question_audio()
     limits = httpx.Limits(max_connections=MAX_CLIENTS + 8)
-    async with httpx.AsyncClient(base_url=url, timeout=180, limits=limits) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        replicas = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=url, timeout=180, limits=limits)
+            )
+            for url in urls
+        ]
+        client = replicas[0]
         headers = [{"authorization": f"Bearer {k}"} for k in keys]
         baseline = {}
         for kind in ("text", "voice", "transcribe"):
@@ -236,24 +253,36 @@ async def run_load(
         start = time.monotonic()
 
         async def worker(kind: str, n: int) -> None:
-            """One client: back to back, waiting as told when refused (as clients should)."""
+            """One client: back to back, waiting as told when refused (as clients should).
+
+            With several replicas the clients spread over them, and every fifth text turn
+            is sent again to the next replica with the same request id, as a client whose
+            answer was lost would retry: it must come back as a replay, not a new turn."""
             i = n
+            mine = replicas[n % len(replicas)]
             while time.monotonic() < stop_at:
                 key = i % len(keys)
-                outcome = await one_request(client, kind, key, headers[key], audio, i)
+                outcome = await one_request(mine, kind, key, headers[key], audio, i)
                 report.outcomes.append(outcome)
                 if outcome.status in (429, 503) and outcome.retry_after:
                     await asyncio.sleep(min(float(outcome.retry_after), 5.0))
+                elif len(replicas) > 1 and kind == "text" and i % 5 == 0:
+                    other = replicas[(n + 1) % len(replicas)]
+                    again = await one_request(
+                        other, "retry", key, headers[key], audio, i, outcome.request_id
+                    )
+                    report.outcomes.append(again)
                 i += 1
 
         async def health() -> None:
             while time.monotonic() < stop_at:
-                t = time.monotonic()
-                try:
-                    status = (await client.get("/health", timeout=5)).status_code
-                except httpx.HTTPError:
-                    status = 0
-                report.health.append((t - start, status, time.monotonic() - t))
+                for replica in replicas:
+                    t = time.monotonic()
+                    try:
+                        status = (await replica.get("/health", timeout=5)).status_code
+                    except httpx.HTTPError:
+                        status = 0
+                    report.health.append((t - start, status, time.monotonic() - t))
                 await asyncio.sleep(0.5)
 
         async def memory() -> None:
@@ -318,7 +347,7 @@ def reconcile(outcomes: list[Outcome], database_url: str, users: list[str]) -> t
     stored: dict[str, list[str]] = defaultdict(list)
     for request_id, turn_id in rows:
         stored[request_id].append(str(turn_id))
-    answered = [o for o in outcomes if o.status == 200 and o.kind in ("text", "voice")]
+    answered = [o for o in outcomes if o.status == 200 and o.kind in ("text", "voice", "retry")]
     lost = sum(1 for o in answered if o.turn_id not in stored.get(o.request_id, []))
     duplicated = sum(1 for ids in stored.values() if len(ids) > 1)
     return lost, duplicated
@@ -331,7 +360,7 @@ def percentile(values: list[float], q: float) -> float:
 def summary(report: LoadReport) -> tuple[list[list[str]], str]:
     """Rows for the terminal table, and the same as markdown for the README."""
     rows = []
-    for kind in ("text", "voice", "transcribe"):
+    for kind in ("text", "voice", "transcribe", "retry"):
         mine = [o for o in report.outcomes if o.kind == kind]
         if not mine:
             continue
@@ -344,9 +373,9 @@ def summary(report: LoadReport) -> tuple[list[list[str]], str]:
                 kind,
                 " ".join(f"{s}:{n}" for s, n in sorted(statuses.items())),
                 f"{len(ok) / report.seconds:.2f}",
-                f"{report.baseline[kind]:.2f}",
+                f"{report.baseline.get(kind, float('nan')):.2f}",
                 f"{p50:.2f}",
-                f"{p50 / report.baseline[kind]:.1f}x",
+                f"{p50 / report.baseline.get(kind, float('nan')):.1f}x",
                 f"{percentile(ok, 95):.2f}",
                 f"{percentile(ok, 99):.2f}",
                 f"{max((o.seconds for o in shed), default=0):.2f}",
@@ -362,6 +391,13 @@ def summary(report: LoadReport) -> tuple[list[list[str]], str]:
     lines.append(
         f"/health: {dict(health)}, slowest {max((h[2] for h in report.health), default=0):.2f} s. "
         f"Turns answered 200 but not stored: {report.lost}; stored twice: {report.duplicated}."
+    )
+    per_key = Counter(o.key for o in report.outcomes if o.status == 200 and o.kind != "retry")
+    minutes = report.seconds / 60 if report.seconds else float("nan")
+    lines.append(
+        "Accepted per key: "
+        + ", ".join(f"key {k}: {n / minutes:.1f}/min" for k, n in sorted(per_key.items()))
+        + f"; refused with 429: {sum(1 for o in report.outcomes if o.status == 429)}."
     )
     for name, series in sorted(report.memory.items()):
         values = [v for _, v in series]

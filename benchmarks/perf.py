@@ -506,7 +506,12 @@ def load_cmd(
         typer.Option(help="Fault drills mid-load: " + ", ".join(DRILL_NAMES) + " (repeatable)."),
     ] = None,
     url: Annotated[
-        str | None, typer.Option(help="The running June (default: this machine's june serve).")
+        list[str] | None,
+        typer.Option(
+            help="The running June (default: this machine's june serve); repeat it for "
+            "replicas on one database: clients spread over them, and text turns are retried "
+            "on the next one."
+        ),
     ] = None,
 ) -> None:
     """Many users at once against a running June (loopback only), with fault drills."""
@@ -531,7 +536,7 @@ def load_cmd(
     try:
         report = asyncio.run(
             run_load(
-                url or f"http://127.0.0.1:{settings.port}",
+                url or [f"http://127.0.0.1:{settings.port}"],
                 secrets,
                 text=text,
                 voice=voice,
