@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.db.engine import DatabaseError
+from orchestrator.db.engine import DatabaseError, import_pgserver
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ def client_tool(name: str) -> Path:
     if folder:
         tool = Path(folder) / name
     else:
-        import pgserver
-
-        tool = Path(pgserver.__file__).parent / "pginstall" / "bin" / name
+        tool = Path(import_pgserver().__file__).parent / "pginstall" / "bin" / name
     if not tool.is_file():
         raise DatabaseError(f"{name} not found at {tool} (set JUNE_PG_BIN to its folder)")
     return tool

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
@@ -36,6 +37,16 @@ def sqlalchemy_url(url: str) -> str:
     raise DatabaseError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")
 
 
+def import_pgserver() -> ModuleType:
+    """``pgserver``, without platformdirs' warning when ``XDG_RUNTIME_DIR`` is unset (as on
+    most servers and containers): it falls back to ``/tmp/runtime-<uid>``, which is fine,
+    but the warning printed two lines into every ``june`` command's output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import pgserver
+    return pgserver
+
+
 class EmbeddedPostgres:
     """PostgreSQL 16 + pgvector from the ``pgserver`` wheel, data kept in ``pgdata``.
 
@@ -48,8 +59,7 @@ class EmbeddedPostgres:
         self._server: object | None = None
 
     def start(self) -> str:
-        import pgserver
-
+        pgserver = import_pgserver()
         self.pgdata.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded PostgreSQL in %s", self.pgdata)
         empty = not any(self.pgdata.iterdir())
