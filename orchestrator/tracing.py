@@ -31,13 +31,12 @@ stream take their parent explicitly instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
@@ -109,11 +108,6 @@ def headers(span: Span | None = None) -> dict[str, str]:
     return carrier
 
 
-def extract(carrier: Mapping[str, str]) -> Context:
-    """The caller's context from its ``traceparent`` header (an empty one without)."""
-    return propagate.extract(carrier)
-
-
 def start(name: str, parent: Span | None = None, **attributes: str | int | float) -> Span:
     """A span that is not made current: for work that streams (see the module's notes)."""
     ctx = trace.set_span_in_context(parent) if parent is not None else None
@@ -128,11 +122,20 @@ def stage(name: str, parent: Span | None = None, **attributes: str | int | float
     (a message can quote the user's words).
     """
     span = start(name, parent, **attributes)
+    with ended(span), current(span):
+        yield span
+
+
+@contextmanager
+def ended(span: Span) -> Iterator[Span]:
+    """End ``span`` when the block ends, marked as an error if it raised. The block may
+    span ``yield``s (nothing is made current); a consumer that leaves an async generator
+    early (``GeneratorExit``) is not an error."""
     try:
-        with current(span):
-            yield span
+        yield span
     except BaseException as exc:
-        failed(span, exc)
+        if not isinstance(exc, GeneratorExit):
+            failed(span, exc)
         raise
     finally:
         span.end()

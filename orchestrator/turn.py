@@ -257,16 +257,12 @@ class TurnService:
         TURN_ID.set(request.request_id)  # on every log line from here (the turn's own task)
         span = tracing.start("turn", **{"june.turn_id": request.request_id})
         events = self._run(request, deadline, span)
-        try:
-            async for event in events:
-                yield event
-        except BaseException as exc:
-            if not isinstance(exc, GeneratorExit):  # the consumer left: not a failure
-                tracing.failed(span, exc)
-            raise
-        finally:
-            await events.aclose()  # a consumer that leaves releases the turn at once
-            span.end()
+        with tracing.ended(span):
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                await events.aclose()  # a consumer that leaves releases the turn at once
 
     async def _run(self, request: TurnRequest, deadline: float, span: Span) -> AsyncIterator[Event]:
         principal = request.principal
@@ -436,21 +432,17 @@ class TurnService:
             thinking=settings.thinking_turns,
             deadline=deadline,
         )
-        try:
-            while True:
-                with tracing.current(span):
-                    try:
-                        chunk = await anext(stream)
-                    except StopAsyncIteration:
-                        break
-                yield chunk
-        except BaseException as exc:
-            if not isinstance(exc, GeneratorExit):
-                tracing.failed(span, exc)
-            raise
-        finally:
-            await stream.aclose()
-            span.end()
+        with tracing.ended(span):
+            try:
+                while True:
+                    with tracing.current(span):
+                        try:
+                            chunk = await anext(stream)
+                        except StopAsyncIteration:
+                            break
+                    yield chunk
+            finally:
+                await stream.aclose()
 
     async def reply_tokens(self) -> int:
         """A turn's token budget. A model that always thinks (Qwen3 Thinking-2507) gets the

@@ -288,14 +288,15 @@ class TritonGateway:
         self.last_ok[model] = time.monotonic()
         return result
 
-    def _translated(self, model: str, exc: BaseException) -> BaseException:
+    def _translated(self, model: str, exc: BaseException, *, no_status: str = "") -> BaseException:
         """A failed call as June's error (missed deadline, refused request, unreachable), or
-        ``exc`` itself (cancelled, or already June's)."""
+        ``exc`` itself (cancelled, or already June's). ``no_status``: the status to assume
+        when Triton's error carries none (a stream's)."""
         if isinstance(exc, TimeoutError):
             metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
             return TritonUnavailable(f"Triton model {model!r} missed its deadline")
         if isinstance(exc, InferenceServerException):
-            return self._failed(model, exc.status() or "", exc.message() or "")
+            return self._failed(model, exc.status() or no_status, exc.message() or "")
         if isinstance(exc, grpc.RpcError | OSError):
             metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
             return TritonUnavailable(f"Triton at {self.url} is unreachable")
@@ -596,20 +597,19 @@ class TritonGateway:
                             completion_tokens=completion_tokens,
                         )
                         return
-        except TimeoutError as exc:
+        except (
+            TimeoutError,
+            InferenceServerException,
+            grpc.RpcError,
+            TritonUnavailable,
+            TritonInferenceError,
+            ModelRequestError,
+        ) as exc:  # not a consumer that left (GeneratorExit): that is no failure
             tracing.failed(span, exc)
-            metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
-            raise TritonUnavailable(f"Triton model {model!r} missed its deadline") from exc
-        except InferenceServerException as exc:
-            tracing.failed(span, exc)
-            raise self._failed(model, exc.status() or "UNAVAILABLE", exc.message() or "") from exc
-        except grpc.RpcError as exc:
-            tracing.failed(span, exc)
-            metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
-            raise TritonUnavailable(f"Triton at {self.url} is unreachable") from exc
-        except (TritonUnavailable, TritonInferenceError, ModelRequestError) as exc:
-            tracing.failed(span, exc)
-            raise
+            translated = self._translated(model, exc, no_status="UNAVAILABLE")
+            if translated is exc:
+                raise
+            raise translated from exc
         finally:
             span.set_attribute("june.prompt_tokens", prompt_tokens)
             span.set_attribute("june.completion_tokens", completion_tokens)
