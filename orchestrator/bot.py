@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any
 
-from telegram import Update
+from telegram import Message, Update
 from telegram.constants import ChatAction
 from telegram.ext import (
     Application,
@@ -170,6 +170,13 @@ class JuneBot:
 
     # --- guards -----------------------------------------------------------------------------
 
+    @staticmethod
+    async def _refuse(message: Message, outcome: str, text: str) -> None:
+        """Answer an update that gets no turn, counted once by why
+        (``june_bot_updates_total``)."""
+        metrics.BOT_UPDATES.labels(outcome=outcome).inc()
+        await message.reply_text(text)
+
     async def _admit(self, update: Update) -> Principal | None:
         """The sender as a June user, or None (with a polite answer) when not allowed now."""
         REQUEST_ID.set(f"tg-{update.update_id}")  # this update's task: on its every log line
@@ -178,13 +185,13 @@ class JuneBot:
             return None
         if self.allowed and user.id not in self.allowed:
             log.info("update %s: user %s is not on the allowlist", update.update_id, user.id)
-            metrics.BOT_UPDATES.labels(outcome="not_allowed").inc()
-            await message.reply_text("Sorry, this June is private.")
+            await self._refuse(message, "not_allowed", "Sorry, this June is private.")
             return None
         principal = principal_for(user.id)
         if self.limiter.acquire(principal.key_id) > 0:
-            metrics.BOT_UPDATES.labels(outcome="rate_limited").inc()
-            await message.reply_text("You're sending messages quickly; give me a moment.")
+            await self._refuse(
+                message, "rate_limited", "You're sending messages quickly; give me a moment."
+            )
             return None
         return principal
 
@@ -304,37 +311,32 @@ class JuneBot:
         limit_s = self.settings.telegram_max_voice_seconds
         too_long = f"That message is a bit long for me; please keep it under {limit_s} seconds."
         if media.duration and media.duration > limit_s:
-            metrics.BOT_UPDATES.labels(outcome="too_long").inc()
-            await message.reply_text(too_long)
+            await self._refuse(message, "too_long", too_long)
             return
         # The declared duration is the sender's word: check the file's real size before
         # downloading, and the decoded audio's length in the turn.
         max_bytes = self.settings.telegram_max_voice_bytes
         file = await media.get_file()
         if (file.file_size or media.file_size or 0) > max_bytes:
-            metrics.BOT_UPDATES.labels(outcome="too_long").inc()
-            await message.reply_text(too_long)
+            await self._refuse(message, "too_long", too_long)
             return
         await message.reply_chat_action(ChatAction.RECORD_VOICE)
         data = bytes(await file.download_as_bytearray())
         if len(data) > max_bytes:
-            metrics.BOT_UPDATES.labels(outcome="too_long").inc()
-            await message.reply_text(too_long)
+            await self._refuse(message, "too_long", too_long)
             return
         try:
             await self._answer(update, principal, audio=data, speak=True)
         except NoSpeech:
-            metrics.BOT_UPDATES.labels(outcome="no_speech").inc()
-            await message.reply_text(DIDNT_CATCH)
+            await self._refuse(message, "no_speech", DIDNT_CATCH)
         except AudioError as exc:
-            metrics.BOT_UPDATES.labels(
-                outcome="too_long" if exc.status == 413 else "bad_audio"
-            ).inc()
             if exc.status == 413:
-                await message.reply_text(too_long)
+                await self._refuse(message, "too_long", too_long)
             else:
-                await message.reply_text(
-                    "Sorry, I couldn't play that audio. Could you send it again?"
+                await self._refuse(
+                    message,
+                    "bad_audio",
+                    "Sorry, I couldn't play that audio. Could you send it again?",
                 )
 
     async def _answer(
@@ -363,8 +365,7 @@ class JuneBot:
         try:
             result, voice = await collect(self.turns.run(request))
         except (Overloaded, RateLimited, TritonUnavailable):
-            metrics.BOT_UPDATES.labels(outcome="busy").inc()
-            await message.reply_text(BUSY)
+            await self._refuse(message, "busy", BUSY)
             return
         metrics.BOT_UPDATES.labels(outcome="replayed" if result.replayed else "answered").inc()
         if result.replayed:

@@ -4,7 +4,8 @@ One record per line on stderr: text (greppable, and a CLI error is exactly one l
 JSON (``JUNE_LOG_FORMAT=json``, python-json-logger) for a log pipeline. Every record made
 while a request or a turn is handled carries its ids (``request_id``, ``turn``, and
 ``trace_id`` inside a traced request), whichever logger made it: a log-record factory reads
-them from context variables that the request middleware and the turn service set. rich is kept for progress bars and tables only.
+them from context variables that the request middleware and the turn service set. rich
+is kept for progress bars and tables only.
 
 Nothing at INFO or above carries a transcript, a reply, a document or a key: those are
 the users' words and secrets (``tests/integration/test_request_ids.py`` checks a turn's
@@ -65,7 +66,7 @@ def json_formatter() -> logging.Formatter:
     from pythonjsonlogger.json import JsonFormatter
 
     return JsonFormatter(
-        "{asctime}{levelname}{name}{message}{request_id}{turn}{trace_id}",
+        "{asctime}{levelname}{name}{message}" + "".join(f"{{{f}}}" for f in CONTEXT_FIELDS),
         style="{",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
     )

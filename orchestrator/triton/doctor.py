@@ -134,8 +134,7 @@ class ModelDoctor:
         for pipeline in self.pipelines:
             last_ok = self.gateway.last_ok.get(pipeline, 0.0)
             if now - last_ok < self.interval and pipeline not in suspects:
-                self.health[pipeline] = PipelineHealth(True, now)
-                metrics.PIPELINE_UP.labels(pipeline=pipeline).set(1)
+                self._mark(pipeline, True, "")
                 continue
             await self.probe(pipeline)
 
