@@ -220,13 +220,13 @@ def db_restore(
     from orchestrator.db.backup import read_archive, restore
     from orchestrator.stack import start_database
 
-    read_archive(archive)  # not a June backup: refused before any database is started
+    backup = read_archive(archive)  # not a June backup: refused before any database starts
     with ExitStack() as stack:
         url = start_database(get_settings(), stack)
         with progress() as bar:
             bar.add_task(f"restore {archive.name}", total=None)
-            restored = restore(url, archive, force=force)
-    typer.echo(f"restored {restored.path} ({', '.join(restored.tables)})")
+            restore(url, backup, force=force)
+    typer.echo(f"restored {backup.path} ({', '.join(backup.tables)})")
 
 
 @keys_app.command("create")

@@ -121,13 +121,13 @@ def rows_held(url: str) -> int:
         engine.dispose()
 
 
-def restore(url: str, archive_path: Path, *, force: bool = False) -> Archive:
-    """Restore ``archive_path`` into the database at ``url``, in one transaction.
+def restore(url: str, archive: Archive, *, force: bool = False) -> None:
+    """Restore ``archive`` (from :func:`read_archive`, so it is a June backup) into the
+    database at ``url``, in one transaction.
 
-    Refused (nothing changed) when the file is not a June backup, or when the database
-    already holds June's data and ``force`` is not given.
+    Refused (nothing changed) when the database already holds June's data and ``force``
+    is not given.
     """
-    archive = read_archive(archive_path)
     held = rows_held(url)
     if held and not force:
         raise DatabaseError(
@@ -144,9 +144,8 @@ def restore(url: str, archive_path: Path, *, force: bool = False) -> Archive:
             "--single-transaction",
             "--exit-on-error",
             f"--dbname={libpq_url(url)}",
-            str(archive_path),
+            str(archive.path),
         ],
         "pg_restore",
     )
-    log.info("restored %s into the database", archive_path)
-    return archive
+    log.info("restored %s into the database", archive.path)
