@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import uuid
 from collections.abc import Awaitable
 from typing import Any
 
@@ -32,17 +31,11 @@ from telegram.ext import (
     filters,
 )
 
-from orchestrator import metrics
-from orchestrator.admission import Overloaded, RateLimited
-from orchestrator.audio import AudioError
-from orchestrator.auth import Principal, RateLimiter
+from orchestrator.auth import Principal
+from orchestrator.channel import APOLOGY, ChatChannel, Refused
 from orchestrator.config import Settings
-from orchestrator.db import conversations as crud
 from orchestrator.log import REQUEST_ID
-from orchestrator.rag import store
-from orchestrator.rag.extract import DocumentError, document_type, read_document
-from orchestrator.triton.client import TritonUnavailable
-from orchestrator.turn import DIDNT_CATCH, NoSpeech, TurnRequest, TurnService, collect
+from orchestrator.turn import TurnService
 
 log = logging.getLogger("june.bot")
 
@@ -54,14 +47,7 @@ HELP = (
     "/voice on|off: also answer text messages by voice.\n"
     "/reset forgets our conversation."
 )
-APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
 CAPTION_LIMIT = 1024  # Telegram's limit for a voice message's caption
-BUSY = "I'm answering a lot of people right now. Please try again in a minute."
-
-
-def principal_for(telegram_user_id: int) -> Principal:
-    user = f"tg:{telegram_user_id}"
-    return Principal(key_id=uuid.uuid5(uuid.NAMESPACE_URL, user), user_id=user, is_admin=False)
 
 
 class PerUserOrder(BaseUpdateProcessor):
@@ -101,8 +87,14 @@ class JuneBot:
     def __init__(self, settings: Settings, turns: TurnService) -> None:
         assert settings.telegram_bot_token is not None
         self.settings = settings
-        self.turns = turns
-        self.limiter = RateLimiter(settings.telegram_rate_limit_per_minute)
+        self.channel = ChatChannel(
+            settings,
+            turns,
+            platform="tg",
+            rate_per_minute=settings.telegram_rate_limit_per_minute,
+            max_voice_seconds=settings.telegram_max_voice_seconds,
+            max_document_bytes=settings.telegram_max_document_bytes,
+        )
         self.allowed = set(settings.telegram_allowed_users)
         if not self.allowed:
             log.warning("TELEGRAM_ALLOWED_USERS is empty: the bot answers anyone")
@@ -170,174 +162,114 @@ class JuneBot:
 
     # --- guards -----------------------------------------------------------------------------
 
-    @staticmethod
-    async def _refuse(message: Message, outcome: str, text: str) -> None:
-        """Answer an update that gets no turn, counted once by why
-        (``june_bot_updates_total``)."""
-        metrics.BOT_UPDATES.labels(outcome=outcome).inc()
-        await message.reply_text(text)
+    async def _refuse(self, message: Message, refused: Refused) -> None:
+        """Answer an update that gets no turn, counted once by why."""
+        self.channel.count(refused.outcome)
+        await message.reply_text(refused.text)
 
-    async def _admit(self, update: Update) -> Principal | None:
-        """The sender as a June user, or None (with a polite answer) when not allowed now."""
+    async def _admit(self, update: Update) -> tuple[Principal, Message] | None:
+        """The sender as a June user and their message, or None (with a polite answer)
+        when not allowed now."""
         REQUEST_ID.set(f"tg-{update.update_id}")  # this update's task: on its every log line
         user, message = update.effective_user, update.effective_message
         if user is None or message is None:
             return None
-        if self.allowed and user.id not in self.allowed:
-            log.info("update %s: user %s is not on the allowlist", update.update_id, user.id)
-            await self._refuse(message, "not_allowed", "Sorry, this June is private.")
+        allowed = not self.allowed or user.id in self.allowed
+        try:
+            return self.channel.admit(user.id, allowed=allowed), message
+        except Refused as refused:
+            await self._refuse(message, refused)
             return None
-        principal = principal_for(user.id)
-        if self.limiter.acquire(principal.key_id) > 0:
-            await self._refuse(
-                message, "rate_limited", "You're sending messages quickly; give me a moment."
-            )
-            return None
-        return principal
-
-    async def _current_conversation(self, principal: Principal) -> uuid.UUID | None:
-        async with self.turns.sessions() as session:
-            return await crud.latest_conversation(session, user_id=principal.user_id)
 
     # --- handlers ---------------------------------------------------------------------------
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if await self._admit(update) and update.effective_message:
-            await update.effective_message.reply_text(HELP)
+        if admitted := await self._admit(update):
+            await admitted[1].reply_text(HELP)
 
     async def on_reset(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        principal = await self._admit(update)
-        if principal is None or update.effective_message is None:
-            return
-        async with self.turns.sessions() as session:
-            await crud.delete_all_conversations(session, user_id=principal.user_id)
-        await update.effective_message.reply_text("Done: I've forgotten our conversation.")
+        if admitted := await self._admit(update):
+            principal, message = admitted
+            await message.reply_text(await self.channel.reset(principal))
 
     async def on_docs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        principal = await self._admit(update)
-        if principal is None or update.effective_message is None:
-            return
-        async with self.turns.sessions() as session:
-            docs = await store.list_documents(session, user_id=principal.user_id, limit=50)
-        own = [d for d in docs if not d.shared]
-        if not own:
-            await update.effective_message.reply_text("You have no documents yet.")
-            return
-        lines = [f"{d.id}  {d.title} ({d.n_chars} characters)" for d in own]
-        await update.effective_message.reply_text("Your documents:\n" + "\n".join(lines))
+        if admitted := await self._admit(update):
+            principal, message = admitted
+            await message.reply_text(await self.channel.documents(principal))
 
     async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        principal = await self._admit(update)
-        message = update.effective_message
-        if principal is None or message is None:
-            return
-        try:
-            document_id = uuid.UUID((context.args or [""])[0])
-        except ValueError:
-            await message.reply_text("Usage: /forget <document id> (see /docs).")
-            return
-        async with self.turns.sessions() as session:
-            deleted = await store.delete_document(
-                session, document_id=document_id, user_id=principal.user_id
-            )
-        await message.reply_text("Deleted." if deleted else "I have no such document of yours.")
+        if admitted := await self._admit(update):
+            principal, message = admitted
+            document = (context.args or [""])[0]
+            await message.reply_text(await self.channel.forget(principal, document))
 
     async def on_voice_setting(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if await self._admit(update) is None or update.effective_message is None:
+        if not (admitted := await self._admit(update)):
             return
+        message = admitted[1]
         choice = (context.args or [""])[0].lower()
         if choice not in ("on", "off"):
-            await update.effective_message.reply_text("Usage: /voice on or /voice off.")
+            await message.reply_text("Usage: /voice on or /voice off.")
             return
         context.user_data["voice"] = choice == "on"  # type: ignore[index]
-        await update.effective_message.reply_text(
+        await message.reply_text(
             "I'll answer text by voice too." if choice == "on" else "Text answers only."
         )
 
     async def on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        principal = await self._admit(update)
-        message = update.effective_message
-        if principal is None or message is None or message.document is None:
+        if not (admitted := await self._admit(update)):
             return
+        principal, message = admitted
         doc = message.document
-        limit = self.settings.telegram_max_document_bytes
-        if doc.file_size and doc.file_size > limit:
-            await message.reply_text(f"That file is too big; the limit is {limit // 1024} KB.")
+        if doc is None:
             return
+        name = doc.file_name or "document.txt"
         try:
-            name = doc.file_name or "document.txt"
-            document_type(name)  # refuse before downloading
+            self.channel.check_document(name, doc.file_size)  # before downloading
             data = bytes(await (await doc.get_file()).download_as_bytearray())
-            text = await read_document(
+            added = await self.channel.add_document(
+                principal,
                 name,
-                data[:limit],
-                max_pages=self.settings.pdf_max_pages,
-                timeout_s=self.settings.pdf_timeout_s,
-            )
-        except DocumentError as exc:
-            await message.reply_text(str(exc))
-            return
-        async with self.turns.sessions() as session:
-            summary = await store.ingest_document(
-                session,
-                self.turns.triton,
-                title=name,
-                text_=text[: self.settings.max_document_chars],
+                data[: self.settings.telegram_max_document_bytes],
                 source=f"telegram:{doc.file_unique_id}",
-                owner_id=principal.user_id,
-                max_words=self.settings.chunk_max_words,
-                overlap_words=self.settings.chunk_overlap_words,
-                batch_size=self.settings.embed_batch_size,
             )
-        metrics.BOT_UPDATES.labels(outcome="document_added").inc()
-        await message.reply_text(f"Added {name} to your documents ({summary.id}).")
+        except Refused as refused:
+            await self._refuse(message, refused)
+            return
+        await message.reply_text(added)
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        principal = await self._admit(update)
-        message = update.effective_message
-        if principal is None or message is None or not message.text:
+        if not (admitted := await self._admit(update)):
+            return
+        principal, message = admitted
+        if not message.text:
             return
         want_voice = bool(context.user_data.get("voice")) if context.user_data else False
         await self._answer(update, principal, text=message.text.strip(), speak=want_voice)
 
     async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        principal = await self._admit(update)
-        message = update.effective_message
-        if principal is None or message is None:
+        if not (admitted := await self._admit(update)):
             return
+        principal, message = admitted
         media = message.voice or message.audio
         if media is None:
             return
-        limit_s = self.settings.telegram_max_voice_seconds
-        too_long = f"That message is a bit long for me; please keep it under {limit_s} seconds."
-        if media.duration and media.duration > limit_s:
-            await self._refuse(message, "too_long", too_long)
-            return
-        # The declared duration is the sender's word: check the file's real size before
-        # downloading, and the decoded audio's length in the turn.
-        max_bytes = self.settings.telegram_max_voice_bytes
-        file = await media.get_file()
-        if (file.file_size or media.file_size or 0) > max_bytes:
-            await self._refuse(message, "too_long", too_long)
-            return
-        await message.reply_chat_action(ChatAction.RECORD_VOICE)
-        data = bytes(await file.download_as_bytearray())
-        if len(data) > max_bytes:
-            await self._refuse(message, "too_long", too_long)
-            return
         try:
+            if media.duration and media.duration > self.settings.telegram_max_voice_seconds:
+                raise self.channel.too_long
+            # The declared duration is the sender's word: check the file's real size before
+            # downloading, and the decoded audio's length in the turn.
+            max_bytes = self.settings.telegram_max_voice_bytes
+            file = await media.get_file()
+            if (file.file_size or media.file_size or 0) > max_bytes:
+                raise self.channel.too_long
+            await message.reply_chat_action(ChatAction.RECORD_VOICE)
+            data = bytes(await file.download_as_bytearray())
+            if len(data) > max_bytes:
+                raise self.channel.too_long
             await self._answer(update, principal, audio=data, speak=True)
-        except NoSpeech:
-            await self._refuse(message, "no_speech", DIDNT_CATCH)
-        except AudioError as exc:
-            if exc.status == 413:
-                await self._refuse(message, "too_long", too_long)
-            else:
-                await self._refuse(
-                    message,
-                    "bad_audio",
-                    "Sorry, I couldn't play that audio. Could you send it again?",
-                )
+        except Refused as refused:
+            await self._refuse(message, refused)
 
     async def _answer(
         self,
@@ -352,39 +284,28 @@ class JuneBot:
         answered once (its id is the turn's request id)."""
         message = update.effective_message
         assert message is not None
-        request = TurnRequest(
-            principal=principal,
-            request_id=f"tg-{update.update_id}",
-            text=text,
-            audio=audio,
-            conversation_id=await self._current_conversation(principal),
-            fmt="ogg" if speak else None,
-            max_audio_seconds=self.settings.telegram_max_voice_seconds,
-            replay_audio=False,  # a redelivered update is not answered again
-        )
         try:
-            result, voice = await collect(self.turns.run(request))
-        except (Overloaded, RateLimited, TritonUnavailable):
-            await self._refuse(message, "busy", BUSY)
+            reply = await self.channel.answer(
+                principal, f"tg-{update.update_id}", text=text, audio=audio, speak=speak
+            )
+        except Refused as refused:
+            await self._refuse(message, refused)
             return
-        metrics.BOT_UPDATES.labels(outcome="replayed" if result.replayed else "answered").inc()
-        if result.replayed:
-            log.info("update %s was answered before: not answering again", update.update_id)
+        if reply.replayed:
             return
-        reply = result.reply or "I don't have an answer to that."
-        if speak and voice:
-            caption = reply if len(reply) <= CAPTION_LIMIT else None
-            await message.reply_voice(voice=voice, caption=caption)
+        if reply.voice:
+            caption = reply.text if len(reply.text) <= CAPTION_LIMIT else None
+            await message.reply_voice(voice=reply.voice, caption=caption)
             if caption is None:
-                await message.reply_text(reply)
+                await message.reply_text(reply.text)
         else:
-            await message.reply_text(reply)
+            await message.reply_text(reply.text)
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Any failure inside a turn: log it with the update id, apologise, keep running."""
         update_id = update.update_id if isinstance(update, Update) else None
         log.error("update %s failed: %s", update_id, context.error, exc_info=context.error)
-        metrics.BOT_UPDATES.labels(outcome="failed").inc()
+        self.channel.count("failed")
         if isinstance(update, Update) and update.effective_message is not None:
             try:
                 await update.effective_message.reply_text(APOLOGY)

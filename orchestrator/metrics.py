@@ -64,10 +64,10 @@ BARGE_INS = Counter(
 )
 BOT_UPDATES = Counter(
     "june_bot_updates_total",
-    "Telegram updates by outcome: answered (voice or text), replayed (a redelivery, not "
-    "answered again), document_added, not_allowed, rate_limited, busy, too_long, no_speech, "
-    "bad_audio, failed.",
-    ["outcome"],
+    "Bot messages (bot: tg or discord) by outcome: answered (voice or text), replayed (a "
+    "redelivery, not answered again), document_added, bad_document, too_big, not_allowed, "
+    "rate_limited, busy, too_long, no_speech, bad_audio, failed.",
+    ["bot", "outcome"],
 )
 PIPELINE_UP = Gauge(
     "june_pipeline_up",

@@ -144,7 +144,7 @@ def outcomes(client) -> dict[str, float]:
     """``june_bot_updates_total`` by outcome, as /metrics shows it (one registry per
     process: the bot's app counts, any app shows it)."""
     text = client.get("/metrics").text
-    found = re.findall(r'^june_bot_updates_total\{outcome="(\w+)"\} (\S+)$', text, re.M)
+    found = re.findall(r'^june_bot_updates_total\{bot="tg",outcome="(\w+)"\} (\S+)$', text, re.M)
     return {outcome: float(n) for outcome, n in found}
 
 
@@ -199,7 +199,7 @@ def test_webhook_checks_the_secret_and_answers_a_duplicate_once(
 
 
 def test_a_failure_inside_the_turn_gets_an_apology_and_the_bot_goes_on(polling_bot, fake, caplog):
-    turn = polling_bot.app.state.bot.turns
+    turn = polling_bot.app.state.bot.channel.turns
     real = turn.generate
 
     async def broken(messages, deadline):

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from orchestrator.bot import principal_for
+from orchestrator.channel import principal_for
 from orchestrator.config import Settings
 from orchestrator.rag.extract import document_text
 
@@ -34,9 +34,9 @@ def test_other_file_types_are_refused(name):
 
 
 def test_telegram_users_are_june_users():
-    a, b = principal_for(1), principal_for(2)
+    a, b = principal_for("tg", 1), principal_for("tg", 2)
     assert a.user_id == "tg:1" and not a.is_admin
-    assert a.key_id != b.key_id and principal_for(1).key_id == a.key_id
+    assert a.key_id != b.key_id and principal_for("tg", 1).key_id == a.key_id
 
 
 def test_empty_token_means_no_bot(monkeypatch):
