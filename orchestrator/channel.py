@@ -13,9 +13,12 @@ finds the stored turn and is not answered twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from orchestrator import metrics
 from orchestrator.admission import Overloaded, RateLimited
@@ -58,6 +61,44 @@ class Reply:
     text: str
     voice: bytes | None  # OGG/Opus, when the reply is spoken
     replayed: bool  # a redelivered message: answered before, not to be sent again
+
+
+@dataclass
+class _UserQueue:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    messages: int = 0  # this user's messages handled or waiting now
+
+
+class UserOrder:
+    """Messages handled concurrently, ``concurrent`` at most, each user's in the order
+    sent; at most ``waiting`` more wait for a slot, and any beyond are refused at once
+    (:class:`Refused` busy) rather than queued without end.
+
+    One slow voice turn or PDF never holds up other users, and a user's second message
+    is never answered before their first.
+    """
+
+    def __init__(self, concurrent: int, waiting: int) -> None:
+        self.capacity = concurrent + waiting
+        self._slots = asyncio.Semaphore(concurrent)
+        self._users: dict[int, _UserQueue] = {}
+        self._messages = 0
+
+    @asynccontextmanager
+    async def turn(self, user_id: int) -> AsyncIterator[None]:
+        if self._messages >= self.capacity:
+            raise Refused("busy", BUSY)
+        self._messages += 1
+        queue = self._users.setdefault(user_id, _UserQueue())
+        queue.messages += 1
+        try:
+            async with queue.lock, self._slots:
+                yield
+        finally:
+            self._messages -= 1
+            queue.messages -= 1
+            if queue.messages == 0:
+                del self._users[user_id]
 
 
 class ChatChannel:

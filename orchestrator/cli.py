@@ -87,18 +87,33 @@ def api(
     serve_api(settings.model_copy(update=updates))
 
 
+def _serve_bot(token: object, missing: str) -> None:
+    """The orchestrator a bot runs in, against an external Triton and DATABASE_URL; one
+    line and exit 1 without the bot's token."""
+    from orchestrator.stack import serve_api
+
+    if token is None:
+        log.error(missing)
+        raise typer.Exit(1)
+    serve_api(get_settings())
+
+
 @app.command()
 @one_line_errors
 def bot() -> None:
     """The Telegram bot with the orchestrator it runs in, against an external Triton and
     DATABASE_URL (`june serve` starts it too when TELEGRAM_BOT_TOKEN is set)."""
-    from orchestrator.stack import serve_api
+    token = get_settings().telegram_bot_token
+    _serve_bot(token, "set TELEGRAM_BOT_TOKEN (from @BotFather) to run the bot")
 
-    settings = get_settings()
-    if settings.telegram_bot_token is None:
-        log.error("set TELEGRAM_BOT_TOKEN (from @BotFather) to run the bot")
-        raise typer.Exit(1)
-    serve_api(settings)
+
+@app.command()
+@one_line_errors
+def discord() -> None:
+    """The Discord bot with the orchestrator it runs in, against an external Triton and
+    DATABASE_URL (`june serve` starts it too when DISCORD_BOT_TOKEN is set)."""
+    token = get_settings().discord_bot_token
+    _serve_bot(token, "set DISCORD_BOT_TOKEN (from the Discord developer portal) to run the bot")
 
 
 @app.command()

@@ -344,8 +344,46 @@ class Settings(BaseSettings):
     )
     telegram_file_url: str = "https://api.telegram.org/file/bot"
 
+    # --- Discord ------------------------------------------------------------------------
+    discord_bot_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DISCORD_BOT_TOKEN", "JUNE_DISCORD_BOT_TOKEN"),
+        description="Set it and june serve / june api run the Discord bot.",
+    )
+    discord_allowed_guilds: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Discord server (guild) ids whose members the bot answers there.",
+    )
+    discord_allowed_users: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Discord user ids the bot answers anywhere, DMs included. Both lists "
+        "empty: anyone.",
+    )
+    discord_rate_limit_per_minute: int = Field(20, ge=1, description="Per Discord user.")
+    discord_max_voice_seconds: int = Field(120, ge=1, description="Longer voice is refused.")
+    discord_max_voice_bytes: int = Field(
+        4 * 1024 * 1024, ge=1, description="Larger audio attachments are refused unread."
+    )
+    discord_max_document_bytes: int = Field(5 * 1024 * 1024, ge=1)
+    discord_concurrent_messages: int = Field(
+        16, ge=1, description="Messages handled at once (each user's in order); more wait."
+    )
+    discord_waiting_messages: int = Field(
+        64, ge=0, description="Messages that may wait for a slot; more are told to retry."
+    )
+    discord_sync_commands: bool = Field(
+        True, description="Register the slash commands with Discord at start."
+    )
+    discord_api_url: str = Field(
+        "https://discord.com/api/v10", description="REST API base (tests: a local fake)."
+    )
+    discord_gateway_url: str = Field(
+        "wss://gateway.discord.gg/", description="Gateway WebSocket (tests: a local fake)."
+    )
+
     @field_validator(
         "telegram_bot_token",
+        "discord_bot_token",
         "telegram_webhook_secret",
         "telegram_webhook_url",
         "otel_traces_endpoint",
@@ -356,7 +394,9 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("telegram_allowed_users", mode="before")
+    @field_validator(
+        "telegram_allowed_users", "discord_allowed_guilds", "discord_allowed_users", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

@@ -38,6 +38,7 @@ from orchestrator.turn import TurnService
 
 if TYPE_CHECKING:
     from orchestrator.bot import JuneBot
+    from orchestrator.discord_bot import JuneDiscord
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
         )
         app.state.live_sessions = 0  # open /v1/realtime sessions
         app.state.bot = await _start_bot(settings, app.state.turns)
+        app.state.discord = await _start_discord(settings, app.state.turns)
         wyoming = None
         if settings.wyoming_port is not None:
             from orchestrator.wyoming import serve as serve_wyoming
@@ -108,6 +110,8 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
             await app.state.doctor.stop()
             if app.state.bot is not None:
                 await app.state.bot.stop()
+            if app.state.discord is not None:
+                await app.state.discord.stop()
             await app.state.triton.close()
             await engine.dispose()
             if traced:
@@ -156,6 +160,25 @@ async def _start_bot(settings: Settings, turns: TurnService) -> JuneBot | None:
         await bot.start()
     except (TelegramError, OSError) as exc:
         log.error("the Telegram bot did not start: %s", exc)
+        return None
+    return bot
+
+
+async def _start_discord(settings: Settings, turns: TurnService) -> JuneDiscord | None:
+    """The Discord bot when a token is set; as with Telegram, the API serves without it."""
+    if settings.discord_bot_token is None:
+        return None
+    import aiohttp
+    import discord
+
+    from orchestrator.discord_bot import JuneDiscord
+
+    bot = JuneDiscord(settings, turns)
+    try:
+        await bot.start()
+    except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
+        log.error("the Discord bot did not start: %s", exc)
+        await bot.stop()
         return None
     return bot
 

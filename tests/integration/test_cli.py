@@ -145,3 +145,11 @@ def test_export_llm_cpu_int4(cache_dir):
     proc = run("export", "llm", "--precision", "int4", env={"JUNE_CACHE_DIR": str(cache_dir)})
     assert proc.returncode == 0, proc.stderr
     assert (Path(proc.stdout.strip().splitlines()[-1]) / "genai_config.json").is_file()
+
+
+def test_bots_without_their_token_are_one_line():
+    for command, token in (("bot", "TELEGRAM_BOT_TOKEN"), ("discord", "DISCORD_BOT_TOKEN")):
+        proc = run(command, env={token: ""})
+        assert proc.returncode == 1
+        lines = error_lines(proc)
+        assert len(lines) == 1 and f"set {token}" in lines[0], lines

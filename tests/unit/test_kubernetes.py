@@ -65,8 +65,9 @@ def test_the_shape_scale_out_needs():
     triton = deployments["triton"]["spec"]["template"]["spec"]["containers"][0]
     assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert triton["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert deployments["telegram-bot"]["spec"]["replicas"] == 1
-    assert deployments["telegram-bot"]["spec"]["strategy"]["type"] == "Recreate"
+    for bot in ("telegram-bot", "discord-bot"):  # each runs once, the old one stopped first
+        assert deployments[bot]["spec"]["replicas"] == 1
+        assert deployments[bot]["spec"]["strategy"]["type"] == "Recreate"
     orchestrator = deployments["orchestrator"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in orchestrator["env"]}
     assert env["JUNE_RATE_LIMIT_STORE"] == "database"  # limits hold across replicas
@@ -79,7 +80,7 @@ def test_the_shape_scale_out_needs():
 
 def test_every_setting_and_command_they_use_exists():
     fields = set(Settings.model_fields)
-    aliases = {"DATABASE_URL", "TELEGRAM_BOT_TOKEN"}
+    aliases = {"DATABASE_URL", "TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN"}
     from typer.main import get_command
 
     from orchestrator.cli import app
