@@ -24,7 +24,6 @@ import asyncio
 import base64
 import io
 import logging
-import math
 import re
 from collections import OrderedDict
 from typing import Any, Literal
@@ -64,7 +63,8 @@ def waveform(ogg: bytes) -> tuple[float, bytes]:
     per tenth of a second, at most 256, as Discord draws it."""
     samples = decode_audio(ogg, max_seconds=3600)
     seconds = len(samples) / SAMPLE_RATE
-    points = max(1, min(256, math.ceil(seconds * WAVEFORM_POINTS_PER_SECOND)))
+    per_point = SAMPLE_RATE // WAVEFORM_POINTS_PER_SECOND
+    points = max(1, min(256, -(-len(samples) // per_point)))  # a point per started tenth
     peaks = np.array([np.abs(part).max(initial=0.0) for part in np.array_split(samples, points)])
     loudest = float(peaks.max(initial=0.0))
     scaled = peaks / loudest * 255 if loudest > 0 else peaks

@@ -25,7 +25,7 @@ def tone(seconds: float, amplitude: float = 0.5) -> np.ndarray:
 def test_the_waveform_is_a_tenth_of_a_second_a_byte_loudest_255():
     seconds, wave = waveform(ogg(np.concatenate([tone(1.0), np.zeros(SAMPLE_RATE)])))
     assert 1.9 < seconds < 2.2
-    assert len(wave) == round(seconds * 10 + 0.49)
+    assert len(wave) in (round(seconds * 10), round(seconds * 10) + 1)
     assert max(wave[:9]) == 255 and min(wave[:9]) > 200  # the tone
     assert max(wave[-8:]) < 10  # the silence after it
 
