@@ -165,9 +165,6 @@ class JuneDiscord:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("the Discord gateway connection ended: %s", exc)
 
-    async def wait_until_ready(self, timeout_s: float = 30.0) -> None:
-        await asyncio.wait_for(self.client.wait_until_ready(), timeout_s)
-
     # --- guards -----------------------------------------------------------------------------
 
     def _allowed(self, user_id: int, guild_id: int | None) -> bool:
