@@ -167,13 +167,18 @@ def streamed_turn(client: httpx.Client, wav: bytes, times: TurnTimes) -> None:
 
 
 def bench_database(stack: ExitStack, runtime_dir: Path, name: str) -> tuple[str, str]:
-    """Embedded Postgres + pgvector until ``stack`` closes, migrated, with a user's key."""
+    """A new embedded Postgres + pgvector until ``stack`` closes, migrated, with a user's
+    key. New each run: the user's documents of an earlier run would be retrieved too (the
+    same passage three times, tripling its prefill)."""
+    import shutil
+
     from sqlalchemy.orm import Session
 
     from orchestrator.auth import create_key
     from orchestrator.db.engine import EmbeddedPostgres, make_sync_engine
     from orchestrator.db.migrate import upgrade
 
+    shutil.rmtree(runtime_dir / "pgdata", ignore_errors=True)  # the benchmark's own scratch
     pg = stack.enter_context(EmbeddedPostgres(runtime_dir / "pgdata"))
     upgrade(pg.url)
     engine = make_sync_engine(pg.url)
