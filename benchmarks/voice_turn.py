@@ -8,9 +8,13 @@ machine, in the same run:
   prompt (system prompt, the document as a numbered source, the question), and piper-tts
   on the same voice, stopping at the first sentence's audio;
 - **June before**: the whole stack over real HTTP (``POST /v1/voice``, ``stream=true``)
-  with fp32 Whisper graphs and Whisper's fixed 30 s window: the ASR June had;
-- **June now**: the same with the defaults: adaptive window, int8 decoder (fp32 encoder),
-  and (in both June modes, as the code now runs) the VAD trim and focused sources.
+  with fp32 Whisper graphs, Whisper's fixed 30 s window and the LLM at the same CPU
+  priority as speech: the settings June had;
+- **June now, but the LLM at equal priority**: the defaults except ``llm_nice`` 0, which
+  shows what the LLM yielding the CPU to speech synthesis is worth on its own;
+- **June now**: the defaults: adaptive window, int8 decoder (fp32 encoder), the LLM at
+  nice 10, and (in every June mode, as the code now runs) the VAD trim and focused
+  sources.
 
 Each June mode runs its own tritonserver (the embedded defaults: Whisper base, MiniLM,
 SmolLM2-135M int4, Piper) with embedded Postgres + pgvector and the orchestrator under
@@ -54,8 +58,9 @@ STAGES = (
     "synthesise",
 )
 BASELINE = "hand-built: faster-whisper + llama.cpp + piper (baseline)"
-FULL = "June before: fp32 Whisper, full 30 s window"
-ADAPTIVE = "June now: adaptive window, int8 decoder, VAD trim"
+FULL = "June before: fp32 Whisper, full 30 s window, LLM at equal CPU priority"
+EQUAL = "June now, but the LLM at equal CPU priority"
+ADAPTIVE = "June now: adaptive window, int8 decoder, VAD trim, LLM at nice 10"
 _SENTENCE_END = re.compile(r"[.!?](\s|$)")
 
 
@@ -282,14 +287,24 @@ def run_benchmark(
     with ExitStack() as outer:
         database_url, key = bench_database(outer, runtime_dir, "voice-turn")
         adaptive = PROFILE_DEFAULTS["cpu"]["asr_window_floor_s"]
-        for mode, floor, precision in ((FULL, "30", "fp32"), (ADAPTIVE, adaptive, asr_precision)):
+        nice = PROFILE_DEFAULTS["cpu"]["llm_nice"]
+        modes = (
+            (FULL, "30", "fp32", "0"),
+            (EQUAL, adaptive, asr_precision, "0"),
+            (ADAPTIVE, adaptive, asr_precision, nice),
+        )
+        for mode, floor, precision, llm_nice in modes:
             repo = build_repository(
                 profile="cpu",
-                out=runtime_dir / f"repo-{floor}-{precision}",
+                out=runtime_dir / f"repo-{floor}-{precision}-{llm_nice}",
                 cache_dir=cache_dir,
                 sources={"whisper": asr_model},
                 options={"whisper": {"precision": precision}},
-                overrides={"llm_threads": str(llm_threads), "asr_window_floor_s": floor},
+                overrides={
+                    "llm_threads": str(llm_threads),
+                    "asr_window_floor_s": floor,
+                    "llm_nice": llm_nice,
+                },
             )
             times = TurnTimes(mode)
             with ExitStack() as stack:

@@ -185,6 +185,7 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
         "instance_count": "1",
         "intra_op_threads": "0",
         "llm_threads": "0",
+        "llm_nice": "10",
         "tts_max_chars": "5000",
     },
     "gpu": {

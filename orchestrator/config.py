@@ -174,6 +174,13 @@ class Settings(BaseSettings):
         ge=0,
         description="CPU threads for the LLM's decoder (cpu profile); 0: every CPU Triton may use.",
     )
+    llm_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="cpu profile: the LLM's process runs this much nicer (Unix nice), so on a "
+        "busy CPU speech recognition and synthesis go first; 0: the same priority as them.",
+    )
     llm_engine_dir: Path | None = Field(
         None,
         description="gpu profile: the folder `june export llm --target gpu --out` wrote "

@@ -287,3 +287,42 @@ def test_enable_thinking_reaches_the_served_template(tmp_path, cache_dir, smollm
     assert mode == "optional"
     # the prompt budget follows the served context (512 tokens): never more than it leaves
     assert budgets == [512 - 96, 300]
+
+
+def thread_nices(pid: int) -> dict[str, int]:
+    """Each thread of ``pid`` (id and name) with its nice value, from /proc."""
+    from pathlib import Path
+
+    nices = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        text = stat.read_text()
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        nices[f"{stat.parent.name} {name}"] = int(text.rsplit(")", 1)[1].split()[16])
+    return nices
+
+
+def stub_of(model: str) -> int:
+    """The pid of the Python-backend stub serving ``model`` (its model.py path)."""
+    from pathlib import Path
+
+    for proc in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = proc.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            argv
+            and argv[0].endswith(b"triton_python_backend_stub")
+            and any(f"/{model}/1/model.py".encode() in a for a in argv)
+        ):
+            return int(proc.parent.name)
+    raise AssertionError(f"no python stub for {model}")
+
+
+def test_the_llm_yields_the_cpu_to_speech(triton):
+    """The served LLM runs at nice 10 (llm_nice), every engine thread included, so on a
+    busy CPU speech recognition and synthesis, at nice 0, go first."""
+    llm = thread_nices(stub_of("llm"))
+    assert set(llm.values()) == {10}, llm
+    assert set(thread_nices(stub_of("tts_piper_vits")).values()) == {0}
+    assert set(thread_nices(stub_of("asr_whisper")).values()) == {0}

@@ -59,3 +59,35 @@ def test_ragged_batch_equals_one_by_one(embedder_export):
     for t, a in zip(together, alone, strict=True):
         np.testing.assert_allclose(t, a, atol=1e-5)
         np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+
+
+def test_run_nicer_lowers_every_thread_of_the_process():
+    """In a child process: threads started before and after both end up at the nice asked."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from orchestrator.config import REPO_ROOT
+
+    script = textwrap.dedent(
+        """
+        import os, sys, threading, time
+        sys.path.insert(0, sys.argv[1])
+        from june_backend import run_nicer
+        stop = threading.Event()
+        threading.Thread(target=stop.wait).start()  # before
+        print(run_nicer(7))
+        threading.Thread(target=stop.wait).start()  # after
+        time.sleep(0.1)
+        nices = {int(open(f"/proc/self/task/{t}/stat").read().rsplit(")", 1)[1].split()[16])
+                 for t in os.listdir("/proc/self/task")}
+        print(sorted(nices), len(os.listdir("/proc/self/task")))
+        stop.set()
+        """
+    )
+    common = str(REPO_ROOT / "model_repository" / "common")
+    out = subprocess.run(
+        [sys.executable, "-c", script, common], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["7", "[7] 3"]
