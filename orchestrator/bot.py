@@ -14,7 +14,6 @@ stored turn and is not answered again.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable
@@ -32,7 +31,7 @@ from telegram.ext import (
 )
 
 from orchestrator.auth import Principal
-from orchestrator.channel import APOLOGY, ChatChannel, Refused
+from orchestrator.channel import APOLOGY, ChatChannel, Refused, UserLocks
 from orchestrator.config import Settings
 from orchestrator.log import REQUEST_ID
 from orchestrator.turn import TurnService
@@ -59,20 +58,15 @@ class PerUserOrder(BaseUpdateProcessor):
 
     def __init__(self, max_concurrent_updates: int) -> None:
         super().__init__(max_concurrent_updates)
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._users = UserLocks()
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         user = update.effective_user if isinstance(update, Update) else None
         if user is None:
             await coroutine
             return
-        lock = self._locks.setdefault(user.id, asyncio.Lock())
-        try:
-            async with lock:
-                await coroutine
-        finally:
-            if not lock.locked() and self._locks.get(user.id) is lock:
-                del self._locks[user.id]
+        async with self._users.hold(user.id):
+            await coroutine
 
     async def initialize(self) -> None:
         pass
@@ -93,6 +87,7 @@ class JuneBot:
             platform="tg",
             rate_per_minute=settings.telegram_rate_limit_per_minute,
             max_voice_seconds=settings.telegram_max_voice_seconds,
+            max_voice_bytes=settings.telegram_max_voice_bytes,
             max_document_bytes=settings.telegram_max_document_bytes,
         )
         self.allowed = set(settings.telegram_allowed_users)
@@ -211,10 +206,7 @@ class JuneBot:
         if choice not in ("on", "off"):
             await message.reply_text("Usage: /voice on or /voice off.")
             return
-        context.user_data["voice"] = choice == "on"  # type: ignore[index]
-        await message.reply_text(
-            "I'll answer text by voice too." if choice == "on" else "Text answers only."
-        )
+        await message.reply_text(self.channel.set_voice(update.effective_user.id, choice == "on"))
 
     async def on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not (admitted := await self._admit(update)):
@@ -244,8 +236,8 @@ class JuneBot:
         principal, message = admitted
         if not message.text:
             return
-        want_voice = bool(context.user_data.get("voice")) if context.user_data else False
-        await self._answer(update, principal, text=message.text.strip(), speak=want_voice)
+        speak = self.channel.speaks_text(update.effective_user.id)
+        await self._answer(update, principal, text=message.text.strip(), speak=speak)
 
     async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not (admitted := await self._admit(update)):
@@ -255,18 +247,14 @@ class JuneBot:
         if media is None:
             return
         try:
-            if media.duration and media.duration > self.settings.telegram_max_voice_seconds:
-                raise self.channel.too_long
+            self.channel.check_voice(seconds=media.duration)
             # The declared duration is the sender's word: check the file's real size before
-            # downloading, and the decoded audio's length in the turn.
-            max_bytes = self.settings.telegram_max_voice_bytes
+            # downloading and after, and the decoded audio's length in the turn.
             file = await media.get_file()
-            if (file.file_size or media.file_size or 0) > max_bytes:
-                raise self.channel.too_long
+            self.channel.check_voice(size=file.file_size or media.file_size)
             await message.reply_chat_action(ChatAction.RECORD_VOICE)
             data = bytes(await file.download_as_bytearray())
-            if len(data) > max_bytes:
-                raise self.channel.too_long
+            self.channel.check_voice(size=len(data))
             await self._answer(update, principal, audio=data, speak=True)
         except Refused as refused:
             await self._refuse(message, refused)

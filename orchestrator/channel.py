@@ -69,6 +69,33 @@ class _UserQueue:
     messages: int = 0  # this user's messages handled or waiting now
 
 
+class UserLocks:
+    """One lock per user, so each user's messages are handled in the order sent.
+
+    A user's lock is kept while any of their messages is held or waiting, and dropped
+    with the last: dropping it as soon as it is unlocked would let a newer message take a
+    fresh lock while a woken waiter has yet to run.
+    """
+
+    def __init__(self) -> None:
+        self._users: dict[int, _UserQueue] = {}
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    @asynccontextmanager
+    async def hold(self, user_id: int) -> AsyncIterator[None]:
+        queue = self._users.setdefault(user_id, _UserQueue())
+        queue.messages += 1
+        try:
+            async with queue.lock:
+                yield
+        finally:
+            queue.messages -= 1
+            if queue.messages == 0:
+                del self._users[user_id]
+
+
 class UserOrder:
     """Messages handled concurrently, ``concurrent`` at most, each user's in the order
     sent; at most ``waiting`` more wait for a slot, and any beyond are refused at once
@@ -81,7 +108,7 @@ class UserOrder:
     def __init__(self, concurrent: int, waiting: int) -> None:
         self.capacity = concurrent + waiting
         self._slots = asyncio.Semaphore(concurrent)
-        self._users: dict[int, _UserQueue] = {}
+        self._users = UserLocks()
         self._messages = 0
 
     @asynccontextmanager
@@ -89,16 +116,11 @@ class UserOrder:
         if self._messages >= self.capacity:
             raise Refused("busy", BUSY)
         self._messages += 1
-        queue = self._users.setdefault(user_id, _UserQueue())
-        queue.messages += 1
         try:
-            async with queue.lock, self._slots:
+            async with self._users.hold(user_id), self._slots:
                 yield
         finally:
             self._messages -= 1
-            queue.messages -= 1
-            if queue.messages == 0:
-                del self._users[user_id]
 
 
 class ChatChannel:
@@ -112,6 +134,7 @@ class ChatChannel:
         platform: str,
         rate_per_minute: int,
         max_voice_seconds: int,
+        max_voice_bytes: int,
         max_document_bytes: int,
     ) -> None:
         self.settings = settings
@@ -119,7 +142,9 @@ class ChatChannel:
         self.platform = platform
         self.limiter = RateLimiter(rate_per_minute)
         self.max_voice_seconds = max_voice_seconds
+        self.max_voice_bytes = max_voice_bytes
         self.max_document_bytes = max_document_bytes
+        self._speak_text: set[int] = set()  # users who asked for /voice on (in memory)
 
     # --- who ------------------------------------------------------------------------------
 
@@ -148,7 +173,24 @@ class ChatChannel:
             f"please keep it under {self.max_voice_seconds} seconds.",
         )
 
+    def check_voice(self, *, seconds: float | None = None, size: int | None = None) -> None:
+        """Refuse voice by its stated length or its size, before (or after) downloading it:
+        what the sender states is checked again on the decoded audio in the turn."""
+        if (seconds or 0) > self.max_voice_seconds or (size or 0) > self.max_voice_bytes:
+            raise self.too_long
+
     # --- what they can do -------------------------------------------------------------------
+
+    def set_voice(self, platform_user_id: int, on: bool) -> str:
+        """``/voice on|off``: answer this user's text by voice too, or not."""
+        if on:
+            self._speak_text.add(platform_user_id)
+            return "I'll answer text by voice too."
+        self._speak_text.discard(platform_user_id)
+        return "Text answers only."
+
+    def speaks_text(self, platform_user_id: int) -> bool:
+        return platform_user_id in self._speak_text
 
     async def reset(self, principal: Principal) -> str:
         async with self.turns.sessions() as session:

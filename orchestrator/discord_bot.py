@@ -37,7 +37,7 @@ from discord.http import Route, handle_message_parameters
 
 from orchestrator.audio import SAMPLE_RATE, decode_audio
 from orchestrator.auth import Principal
-from orchestrator.channel import APOLOGY, ChatChannel, Refused, UserOrder
+from orchestrator.channel import APOLOGY, ChatChannel, Refused, Reply, UserOrder
 from orchestrator.config import Settings
 from orchestrator.log import REQUEST_ID
 from orchestrator.turn import TurnService
@@ -113,6 +113,7 @@ class JuneDiscord:
             platform="discord",
             rate_per_minute=settings.discord_rate_limit_per_minute,
             max_voice_seconds=settings.discord_max_voice_seconds,
+            max_voice_bytes=settings.discord_max_voice_bytes,
             max_document_bytes=settings.discord_max_document_bytes,
         )
         self.allowed_users = set(settings.discord_allowed_users)
@@ -122,7 +123,6 @@ class JuneDiscord:
         self.order = UserOrder(
             settings.discord_concurrent_messages, settings.discord_waiting_messages
         )
-        self.speak_text: set[int] = set()  # users who asked for /voice on
         self._seen: OrderedDict[int, None] = OrderedDict()  # recent message ids
         # June answers voice *messages*; it never joins voice channels, which would need
         # PyNaCl and davey (discord.py warns of their absence otherwise).
@@ -239,38 +239,34 @@ class JuneDiscord:
                 principal,
                 f"dc-{message.id}",
                 text=text,
-                speak=message.author.id in self.speak_text,
+                speak=self.channel.speaks_text(message.author.id),
             )
-        await self._reply(message, reply.text, reply.voice, replayed=reply.replayed)
+        await self._reply(message, reply)
 
     async def _voice(
         self, message: discord.Message, principal: Principal, attachment: discord.Attachment
     ) -> None:
-        limit_s = self.settings.discord_max_voice_seconds
-        if attachment.duration is not None and attachment.duration > limit_s:
-            raise self.channel.too_long
-        if attachment.size > self.settings.discord_max_voice_bytes:  # Discord's own count
-            raise self.channel.too_long
+        # Discord's own count of the size; the length is checked again in the turn
+        self.channel.check_voice(seconds=attachment.duration, size=attachment.size)
         async with message.channel.typing():
             async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
                 data = await attachment.read()
             reply = await self.channel.answer(principal, f"dc-{message.id}", audio=data, speak=True)
-        await self._reply(message, reply.text, reply.voice, replayed=reply.replayed)
+        await self._reply(message, reply)
 
-    async def _reply(
-        self, message: discord.Message, text: str, voice: bytes | None, *, replayed: bool
-    ) -> None:
+    async def _reply(self, message: discord.Message, reply: Reply) -> None:
         """The voice message first (when spoken), then its text, in Discord-sized parts."""
-        if replayed:
+        if reply.replayed:
             return
-        if voice:
+        if reply.voice:
             params = handle_message_parameters(
-                file=VoiceFile(voice), flags=discord.MessageFlags(voice=True)
+                file=VoiceFile(reply.voice), flags=discord.MessageFlags(voice=True)
             )
             with params:
                 await self.client.http.send_message(message.channel.id, params=params)
-        for start in range(0, len(text), MESSAGE_LIMIT):
-            await message.reply(text[start : start + MESSAGE_LIMIT], mention_author=False)
+        for start in range(0, len(reply.text), MESSAGE_LIMIT):
+            text = reply.text[start : start + MESSAGE_LIMIT]
+            await message.reply(text, mention_author=False)
 
     # --- slash commands ---------------------------------------------------------------------
 
@@ -297,15 +293,9 @@ class JuneDiscord:
         @self.tree.command(name="voice", description="Answer my text messages by voice too.")
         @app_commands.describe(mode="on: voice and text; off: text only.")
         async def voice(interaction: discord.Interaction, mode: Literal["on", "off"]) -> None:
-            if await self._admit_command(interaction) is None:
-                return
-            if mode == "on":
-                self.speak_text.add(interaction.user.id)
-                answer = "I'll answer text by voice too."
-            else:
-                self.speak_text.discard(interaction.user.id)
-                answer = "Text answers only."
-            await self._answer_command(interaction, answer)
+            if await self._admit_command(interaction) is not None:
+                answer = channel.set_voice(interaction.user.id, mode == "on")
+                await self._answer_command(interaction, answer)
 
         @self.tree.error
         async def on_command_error(

@@ -127,4 +127,4 @@ async def test_user_order_runs_users_at_once_each_in_order_and_refuses_beyond_it
     release.set()
     await asyncio.gather(*tasks)
     assert log.index("end a1") < log.index("start a2")
-    assert order._messages == 0 and order._users == {}  # nothing left behind
+    assert order._messages == 0 and len(order._users) == 0  # nothing left behind
