@@ -43,7 +43,9 @@ from exporters.common import (
 log = logging.getLogger(__name__)
 
 TARGET = "whisper"
-EXPORTER_VERSION = "4"  # 3: the encoder takes any window length; 4: int8-decoder by blocks
+EXPORTER_VERSION = "5"
+# 3: the encoder takes any window length; 4: int8-decoder by blocks; 5: the decoder takes
+# and gives its caches a tensor per layer
 ONNX_OPSET = 17
 PRECISIONS = ("fp32", "int8", "int8-decoder")
 SAMPLE_RATE = 16000
@@ -307,6 +309,8 @@ def _export_graphs(
 ) -> None:
     import torch
 
+    from exporters.whisper_graphs import decoder_names
+
     with torch.no_grad():
         torch.onnx.export(
             encoder,
@@ -323,25 +327,22 @@ def _export_graphs(
             dynamo=False,
         )
         layers, _, heads, _, head_dim = cross_k.shape  # type: ignore[attr-defined]
-        past = torch.zeros(layers, 1, heads, 3, head_dim)
+        past = [torch.zeros(1, heads, 3, head_dim) for _ in range(2 * layers)]
+        cross = [*cross_k, *cross_v]  # type: ignore[misc]
         ids = torch.zeros(1, 1, dtype=torch.int64)
-        cache = {1: "batch", 3: "past"}
+        inputs, outputs = decoder_names(layers)
+        axes = {"input_ids": {0: "batch", 1: "steps"}, "logits": {0: "batch", 1: "steps"}}
+        for name in inputs[1:]:
+            axes[name] = {0: "batch", 2: "past" if name.startswith("past") else "positions"}
+        for name in outputs[1:]:
+            axes[name] = {0: "batch", 2: "total"}
         torch.onnx.export(
             decoder,
-            (ids, past, past, cross_k, cross_v),
+            (ids, *past, *cross),
             str(out / "decoder.onnx"),
-            input_names=["input_ids", "past_key", "past_value", "cross_key", "cross_value"],
-            output_names=["logits", "present_key", "present_value"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "steps"},
-                "past_key": cache,
-                "past_value": cache,
-                "cross_key": {1: "batch", 3: "positions"},
-                "cross_value": {1: "batch", 3: "positions"},
-                "logits": {0: "batch", 1: "steps"},
-                "present_key": {1: "batch", 3: "total"},
-                "present_value": {1: "batch", 3: "total"},
-            },
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
@@ -380,6 +381,8 @@ def _check_parity(model: object, out: Path, meta: dict) -> dict[str, float]:
     import onnxruntime as ort
     import torch
 
+    from exporters.whisper_graphs import EncoderCrossKV, decoder_names
+
     rng = np.random.default_rng(0)
     mel = rng.standard_normal((1, meta["n_mels"], meta["n_frames"])).astype(np.float32) * 0.5
     prompt = [meta["sot"]] + (
@@ -393,27 +396,17 @@ def _check_parity(model: object, out: Path, meta: dict) -> dict[str, float]:
     enc = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
     dec = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
     cross_k, cross_v = enc.run(None, {"mel": mel})
-    empty = np.zeros(
-        (meta["n_layers"], 1, meta["n_heads"], 0, meta["d_model"] // meta["n_heads"]), np.float32
-    )
-    logits = dec.run(
-        None,
-        {
-            "input_ids": ids,
-            "past_key": empty,
-            "past_value": empty,
-            "cross_key": cross_k,
-            "cross_value": cross_v,
-        },
-    )[0]
+    layers = meta["n_layers"]
+    empty = np.zeros((1, meta["n_heads"], 0, meta["d_model"] // meta["n_heads"]), np.float32)
+    inputs, _ = decoder_names(layers)
+    feed = dict(zip(inputs, [ids, *[empty] * (2 * layers), *cross_k, *cross_v], strict=True))
+    logits = dec.run(None, feed)[0]
     diff = float(np.abs(logits - ref).max())
     same_argmax = bool((logits.argmax(-1) == ref.argmax(-1)).all())
     if not same_argmax and diff > 1.0:
         raise ExportError(f"ONNX Whisper differs from PyTorch (max logit diff {diff:.3f})")
     # A short window (10 s): the ONNX encoder against the torch graph it came from, no
     # further off than at the full window (int8 graphs are off at both, by as much).
-    from exporters.whisper_graphs import EncoderCrossKV
-
     graph = EncoderCrossKV(model).eval()  # type: ignore[arg-type]
     short = mel[:, :, : meta["n_frames"] // 3]
     with torch.no_grad():

@@ -201,6 +201,40 @@ def test_windows_of_different_lengths_decode_in_their_own_batches(whisper_export
     assert sorted(seen) == [(2, 1000), (2, 3000)]
 
 
+def test_decoder_takes_a_cache_per_layer_and_refuses_an_older_graph(whisper_export, tmp_path):
+    """Each layer's caches are inputs of their own (a stacked input is copied out layer by
+    layer inside the graph, every token); a decoder exported before that is refused by
+    name, with what to do."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    session = ort.InferenceSession(
+        str(whisper_export / "decoder.onnx"), providers=["CPUExecutionProvider"]
+    )
+    names = [i.name for i in session.get_inputs()]
+    assert names[0] == "input_ids" and len(names) == 1 + 4 * 6
+    assert {"past_key.5", "past_value.0", "cross_key.3", "cross_value.5"} <= set(names)
+    outputs = [o.name for o in session.get_outputs()]
+    assert outputs[0] == "logits" and "present_key.0" in outputs and len(outputs) == 13
+
+    old = tmp_path / "old"
+    shutil.copytree(whisper_export, old, ignore=shutil.ignore_patterns("decoder.onnx"))
+    stacked = ["input_ids", "past_key", "past_value", "cross_key", "cross_value"]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [n], [f"{n}_out"]) for n in stacked],
+        "stacked",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in stacked],
+        [helper.make_tensor_value_info(f"{n}_out", TensorProto.FLOAT, None) for n in stacked],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), old / "decoder.onnx"
+    )
+    decode = load_backend_module("asr_whisper", "whisper_decode")
+    with pytest.raises(ValueError, match=r"does not take a cache per layer.*june export whisper"):
+        decode.WhisperGreedy(old, intra_op_threads=1)
+
+
 def test_decoder_refuses_unknown_languages(whisper_export):
     decode = load_backend_module("asr_whisper", "whisper_decode")
     whisper = decode.WhisperGreedy(whisper_export, intra_op_threads=1)

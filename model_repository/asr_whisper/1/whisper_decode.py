@@ -2,7 +2,9 @@
 
 Every window of every request in Triton's batch is decoded together: one encoder run, then
 one decoder run per generated token for all rows still going (finished rows are dropped
-from the batch). The rules follow Hugging Face's greedy ``generate`` (whisper_rules.py):
+from the batch). The decoder takes each layer's caches as inputs of their own; the
+encoder's stacked cross-attention K/V are handed over layer by layer as numpy views, so
+no step copies them. The rules follow Hugging Face's greedy ``generate`` (whisper_rules.py):
 ``suppress_tokens`` at every step, ``begin_suppress_tokens`` at the first.
 """
 
@@ -14,10 +16,16 @@ import numpy as np
 import onnxruntime as ort
 from whisper_rules import WhisperRules, WindowResult, log_softmax
 
+Cache = list[np.ndarray]  # a layer's keys or values each, [B, H, T, Dh]
+
 
 class WhisperGreedy(WhisperRules):
     def __init__(
-        self, folder: Path, *, intra_op_threads: int = 0, max_encoder_batch: int = 4
+        self,
+        folder: Path,
+        *,
+        intra_op_threads: int = 0,
+        max_encoder_batch: int = 4,
     ) -> None:
         super().__init__(folder)
         options = ort.SessionOptions()
@@ -34,6 +42,17 @@ class WhisperGreedy(WhisperRules):
         self.max_encoder_batch = max(1, max_encoder_batch)
         m = self.meta
         self.head_dim = m["d_model"] // m["n_heads"]
+        self.n_layers = int(m["n_layers"])
+        self.inputs = ["input_ids"] + [
+            f"{name}.{i}"
+            for name in ("past_key", "past_value", "cross_key", "cross_value")
+            for i in range(self.n_layers)
+        ]
+        if {i.name for i in self.decoder.get_inputs()} != set(self.inputs):
+            raise ValueError(
+                f"{folder / 'decoder.onnx'} does not take a cache per layer (an export older "
+                "than exporter version 5); export Whisper again with `june export whisper`"
+            )
 
     # --- decoding -----------------------------------------------------------------------
     def encode(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,29 +63,23 @@ class WhisperGreedy(WhisperRules):
             values.append(v)
         return np.concatenate(keys, axis=1), np.concatenate(values, axis=1)
 
-    def _empty_cache(self, batch: int) -> np.ndarray:
-        m = self.meta
-        return np.zeros((m["n_layers"], batch, m["n_heads"], 0, self.head_dim), np.float32)
+    def _empty_cache(self, batch: int) -> Cache:
+        empty = np.zeros((batch, self.meta["n_heads"], 0, self.head_dim), np.float32)
+        return [empty] * self.n_layers
 
     def _step(
         self,
         ids: np.ndarray,
-        past_k: np.ndarray,
-        past_v: np.ndarray,
+        past_k: Cache,
+        past_v: Cache,
         cross_k: np.ndarray,
         cross_v: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        logits, key, value = self.decoder.run(
-            None,
-            {
-                "input_ids": ids,
-                "past_key": past_k,
-                "past_value": past_v,
-                "cross_key": cross_k,
-                "cross_value": cross_v,
-            },
-        )
-        return logits, key, value
+    ) -> tuple[np.ndarray, Cache, Cache]:
+        """One decoder run. ``cross_k``/``cross_v`` are the encoder's ``[L, B, ...]``."""
+        n = self.n_layers
+        values = [ids, *past_k, *past_v, *cross_k, *cross_v]
+        out = self.decoder.run(None, dict(zip(self.inputs, values, strict=True)))
+        return out[0], out[1 : 1 + n], out[1 + n :]
 
     def decode_live(self, windows: np.ndarray, languages: list[str | None]) -> list[WindowResult]:
         m = self.meta
@@ -110,7 +123,7 @@ class WhisperGreedy(WhisperRules):
             if len(keep) < len(active):
                 sel = np.array(keep)
                 active, chosen = active[sel], chosen[sel]
-                past_k, past_v = past_k[:, sel], past_v[:, sel]
+                past_k, past_v = [p[sel] for p in past_k], [p[sel] for p in past_v]
                 cross_k, cross_v = cross_k[:, sel], cross_v[:, sel]
             logits, past_k, past_v = self._step(
                 chosen.reshape(-1, 1).astype(np.int64), past_k, past_v, cross_k, cross_v
