@@ -46,7 +46,12 @@ def _runtime(config: dict, folder: Path) -> WhisperRules:
         )
     from whisper_decode import WhisperGreedy
 
-    return WhisperGreedy(folder, intra_op_threads=int_parameter(config, "intra_op_threads", 0))
+    # This stub process holds only Whisper's two sessions: they share one thread pool.
+    return WhisperGreedy(
+        folder,
+        intra_op_threads=int_parameter(config, "intra_op_threads", 0),
+        shared_threads=True,
+    )
 
 
 class TritonPythonModel:
