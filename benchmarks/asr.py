@@ -5,7 +5,9 @@ the offline package). The clips are synthesised on the spot (Piper voice and esp
 
 - ``sentences``: 22 single sentences (about 3 s each);
 - ``3 s``, ``5 s``, ``10 s``, ``20 s``: six clips of about that length each, whole
-  sentences joined with short pauses.
+  sentences joined with short pauses;
+- ``human``: 11 real recordings (1.1-7.1 s) with their transcripts, from pocketsphinx's
+  source package on PyPI (LibriVox sentences, spoken playing cards, a robot command).
 
 Systems:
 
@@ -55,10 +57,11 @@ class AsrResult:
         return self.rtf * self.audio_s * 1000
 
 
-def clip_sets() -> dict[str, Clips]:
-    from benchmarks.speech import clips, clips_of_length
+def clip_sets(cache_dir: Path) -> dict[str, Clips]:
+    from benchmarks.speech import clips, clips_of_length, human_clips
 
-    return {"sentences": clips(), **{f"{n} s": clips_of_length(n) for n in LENGTHS}}
+    sets = {"sentences": clips(), **{f"{n} s": clips_of_length(n) for n in LENGTHS}}
+    return {**sets, "human": human_clips(cache_dir)}
 
 
 def _measure(
@@ -96,7 +99,7 @@ def run_benchmark(
     from exporters.whisper import resolve_source
     from orchestrator.triton.launcher import TritonServer
 
-    sets = clip_sets()
+    sets = clip_sets(cache_dir)
     ct2_dir, kind = resolve_source(model, cache_dir)
     results: list[AsrResult] = []
 

