@@ -17,8 +17,11 @@ machine, in the same run:
   sources.
 
 Each June mode runs its own tritonserver (the embedded defaults: Whisper base, MiniLM,
-SmolLM2-135M int4, Piper) with embedded Postgres + pgvector and the orchestrator under
-uvicorn, on loopback; each run starts a new conversation. Reported: time to the first
+SmolLM2-135M int4, Piper) and orchestrator under uvicorn, on loopback, all started first
+and sharing one new embedded Postgres + pgvector; each run starts a new conversation.
+The modes take turns, run by run (hand-built, then each June mode), so a slower minute
+of a shared machine falls on all of them rather than on one mode's block of runs. Only
+the stack being measured has traffic: the others sit idle, their health probes off. Reported: time to the first
 audio byte and to the last byte (median of ``runs``), the ratios the goals name, and the
 server's per-stage timings. The hand-built pipeline needs the ``bench`` extra
 (llama-cpp-python). Run with ``june bench voice-turn``.
@@ -194,20 +197,29 @@ def bench_database(stack: ExitStack, runtime_dir: Path, name: str) -> tuple[str,
 
 
 def start_june(
-    stack: ExitStack, repo: Path, runtime_dir: Path, database_url: str, port: int = 28380
+    stack: ExitStack,
+    repo: Path,
+    runtime_dir: Path,
+    database_url: str,
+    port: int = 28380,
+    *,
+    slot: int = 0,
 ) -> str:
     """tritonserver on ``repo`` and the orchestrator under uvicorn, on loopback, until
-    ``stack`` closes; returns the orchestrator's URL."""
+    ``stack`` closes; returns the orchestrator's URL. Stacks side by side take different
+    ``slot``s (their own ports and Triton runtime folder). The model doctor's idle probes
+    are off: they would be traffic of their own beside the measured stack."""
     import uvicorn
 
     from orchestrator.api.app import create_app
     from orchestrator.config import Settings
     from orchestrator.triton.launcher import TritonServer
 
+    base = 28300 + 10 * slot
     triton = stack.enter_context(
         TritonServer(
-            repo, runtime_dir=runtime_dir / "triton", http_port=28300, grpc_port=28301,
-            metrics_port=28302,
+            repo, runtime_dir=runtime_dir / ("triton" if slot == 0 else f"triton-{slot}"),
+            http_port=base, grpc_port=base + 1, metrics_port=base + 2,
         )
     )  # fmt: skip
     settings = Settings(
@@ -216,10 +228,13 @@ def start_june(
         triton_http_port=triton.http_port,
         model_repository=repo,
         rate_limit_per_minute=10_000,
-        port=port,
+        health_probe_interval_s=3600,
+        port=port + slot,
     )
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port + slot, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -227,7 +242,7 @@ def start_june(
     stack.callback(setattr, server, "should_exit", True)
     while not server.started:
         time.sleep(0.1)
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port + slot}"
 
 
 def june_client(stack: ExitStack, url: str, key: str, document: str | None) -> httpx.Client:
@@ -237,24 +252,6 @@ def june_client(stack: ExitStack, url: str, key: str, document: str | None) -> h
     if document:
         client.post("/v1/documents", json={"title": "Office notes", "text": document})
     return client
-
-
-def _june_turns(
-    stack: ExitStack,
-    repo: Path,
-    runtime_dir: Path,
-    database_url: str,
-    key: str,
-    wav: bytes,
-    times: TurnTimes,
-    runs: int,
-    document: str | None,
-) -> None:
-    client = june_client(stack, start_june(stack, repo, runtime_dir, database_url), key, document)
-    streamed_turn(client, wav, TurnTimes("warm-up"))
-    for i in range(runs):
-        streamed_turn(client, wav, times)
-        log.info("%s, run %d: first audio %.2f s", times.mode, i + 1, times.first_audio_s[-1])
 
 
 def run_benchmark(
@@ -273,19 +270,10 @@ def run_benchmark(
 
     wav = piper_wav(QUESTION)
     log.info("question: %.1f s of speech", len(to_16k(wav)) / 16000)
-    results: list[TurnTimes] = []
-    if hand_built:
-        baseline = TurnTimes(BASELINE)
-        pipeline = HandBuilt(cache_dir)
-        pipeline.turn(wav, TurnTimes("warm-up"))
-        for i in range(runs):
-            pipeline.turn(wav, baseline)
-            log.info("hand-built, run %d: first audio %.2f s", i + 1, baseline.first_audio_s[-1])
-        del pipeline
-        results.append(baseline)
-
-    with ExitStack() as outer:
-        database_url, key = bench_database(outer, runtime_dir, "voice-turn")
+    pipeline = HandBuilt(cache_dir) if hand_built else None
+    baseline = TurnTimes(BASELINE)
+    with ExitStack() as stack:
+        database_url, key = bench_database(stack, runtime_dir, "voice-turn")
         adaptive = PROFILE_DEFAULTS["cpu"]["asr_window_floor_s"]
         nice = PROFILE_DEFAULTS["cpu"]["llm_nice"]
         modes = (
@@ -293,7 +281,8 @@ def run_benchmark(
             (EQUAL, adaptive, asr_precision, "0"),
             (ADAPTIVE, adaptive, asr_precision, nice),
         )
-        for mode, floor, precision, llm_nice in modes:
+        clients: dict[str, httpx.Client] = {}
+        for slot, (mode, floor, precision, llm_nice) in enumerate(modes):
             repo = build_repository(
                 profile="cpu",
                 out=runtime_dir / f"repo-{floor}-{precision}-{llm_nice}",
@@ -306,13 +295,28 @@ def run_benchmark(
                     "llm_nice": llm_nice,
                 },
             )
-            times = TurnTimes(mode)
-            with ExitStack() as stack:
-                # the user's document is stored once (Postgres outlives both stacks)
-                document = DOCUMENT if not results or results[-1].mode == BASELINE else None
-                _june_turns(stack, repo, runtime_dir, database_url, key, wav, times, runs, document)
-            results.append(times)
-    return results
+            url = start_june(stack, repo, runtime_dir, database_url, slot=slot)
+            # the user's document is stored once, in the database all stacks share
+            clients[mode] = june_client(stack, url, key, DOCUMENT if slot == 0 else None)
+        if pipeline:
+            pipeline.turn(wav, TurnTimes("warm-up"))
+        for client in clients.values():
+            streamed_turn(client, wav, TurnTimes("warm-up"))
+        # Round robin: run i of every mode back to back, so the machine's drift (a busy
+        # neighbour, a slower minute) falls on every mode alike, not on one block of runs.
+        times = {mode: TurnTimes(mode) for mode in clients}
+        for i in range(runs):
+            if pipeline:
+                pipeline.turn(wav, baseline)
+                log.info(
+                    "hand-built, run %d: first audio %.2f s", i + 1, baseline.first_audio_s[-1]
+                )
+            for mode, client in clients.items():
+                streamed_turn(client, wav, times[mode])
+                log.info(
+                    "%s, run %d: first audio %.2f s", mode, i + 1, times[mode].first_audio_s[-1]
+                )
+    return ([baseline] if pipeline else []) + list(times.values())
 
 
 def markdown_tables(results: list[TurnTimes]) -> str:
