@@ -15,8 +15,9 @@ Systems:
 - (b) Triton ``asr`` (ONNX Runtime in the Python backend), fp32, Whisper's fixed 30 s window;
 - (c) the same with the adaptive window (floor + margin, 5 s steps);
 - (d) the adaptive window with an int8 decoder and the fp32 encoder (the default);
-- (e) the adaptive window on int8 graphs (both);
-- (f) transformers ``generate`` (PyTorch fp32), sentences only.
+- (e) the default with a 20 s floor (``JUNE_ASR_WINDOW_FLOOR_S=20``), for WER;
+- (f) the adaptive window on int8 graphs (both);
+- (g) transformers ``generate`` (PyTorch fp32), sentences only.
 
 All decode greedily in English without timestamps. RTF = processing time / audio time,
 summed over a set's clips; each system runs one warm-up clip first, then every set
@@ -123,6 +124,7 @@ def run_benchmark(
             "int8-decoder",
             adaptive["asr_window_floor_s"],
         ),
+        ("fp32 encoder + int8 decoder, adaptive from a 20 s floor", "int8-decoder", "20"),
         ("int8, adaptive window", "int8", adaptive["asr_window_floor_s"]),
     )
     for label, precision, floor in variants:
