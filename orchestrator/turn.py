@@ -589,6 +589,12 @@ class TurnService:
 
         While another request holds the id, wait for its turn to be stored (or for it to
         fail, and then run the turn ourselves).
+
+        The holder stores its turn and ends its reservation in one commit. If that commit
+        falls between our look for the turn and our reservation, the reservation succeeds
+        although the turn is stored; so we look again after reserving (a new snapshot),
+        and give the reservation back if the turn is there. Without this second look the
+        retry ran the turn again and failed to store it (a 500 on the other replica).
         """
         user_id, request_id = request.principal.user_id, request.request_id
         while True:
@@ -602,8 +608,14 @@ class TurnService:
                     request_id=request_id,
                     ttl_s=self.settings.turn_deadline_s + 30,
                 )
-            if token is not None:
-                return token
+                if token is not None:
+                    stored = await crud.find_turn(session, user_id=user_id, request_id=request_id)
+                    if stored is None:
+                        return token
+                    await crud.release_request(
+                        session, user_id=user_id, request_id=request_id, token=token
+                    )
+                    return TurnResult.from_row(stored)
             if time.monotonic() > deadline - 0.25:
                 raise TurnInProgress(
                     f"request {request_id!r} is still being answered; retry it to get the answer"
