@@ -588,20 +588,15 @@ class TurnService:
         """Our reservation of the request id, or the turn stored under it.
 
         While another request holds the id, wait for its turn to be stored (or for it to
-        fail, and then run the turn ourselves).
-
-        The holder stores its turn and ends its reservation in one commit. If that commit
-        falls between our look for the turn and our reservation, the reservation succeeds
-        although the turn is stored; so we look again after reserving (a new snapshot),
-        and give the reservation back if the turn is there. Without this second look the
-        retry ran the turn again and failed to store it (a 500 on the other replica).
+        fail, and then run the turn ourselves). The holder stores its turn and ends its
+        reservation in one commit, so we reserve first and only then look for the stored
+        turn: that look sees every commit made before our reservation. (Looking first left
+        a gap: a commit landing between the look and the reservation let a retry run the
+        turn again, and storing it failed with a 500 on the other replica.)
         """
         user_id, request_id = request.principal.user_id, request.request_id
         while True:
             async with self.sessions() as session:
-                stored = await crud.find_turn(session, user_id=user_id, request_id=request_id)
-                if stored is not None:
-                    return TurnResult.from_row(stored)
                 token = await crud.reserve_request(
                     session,
                     user_id=user_id,

@@ -2,9 +2,9 @@
 commit lands between a retry's look for the stored turn and its reservation.
 
 The replicas test (test_replicas.py) sends one request id to two replicas at once; it
-failed once in a fresh clone with a 500 on one of them. The window is a millisecond wide,
-so here it is opened on purpose: the retry's first look is made to miss a turn that is
-already stored, as it would if the holder committed just after that look.
+failed once in a fresh clone with a 500 on one of them: the retry looked for the stored
+turn, the holder committed, and then the retry's reservation succeeded. That commit is
+made here on purpose, just before the retry's reservation.
 """
 
 from __future__ import annotations
@@ -49,33 +49,34 @@ def test_a_turn_stored_just_before_the_reservation_is_replayed(database_url, tmp
     async def scenario() -> None:
         service, engine = _service(database_url, tmp_path)
         try:
-            # the holder's turn, stored and its reservation ended (one commit)
-            async with service.sessions() as session:
-                row = await crud.store_turn(
-                    session,
-                    turn=NewTurn(user, request_id, "Name a colour.", "Blue.", [], {}, {}),
-                    conversation_id=None,
-                    token=None,
-                )
-            real_find = crud.find_turn
-            looks = {"n": 0}
+            real_reserve = crud.reserve_request
+            calls = {"n": 0}
+            stored: dict[str, object] = {}
 
-            async def first_look_misses(session, **kw):  # type: ignore[no-untyped-def]
-                looks["n"] += 1
-                return None if looks["n"] == 1 else await real_find(session, **kw)
+            async def holder_commits_first(session, **kw):  # type: ignore[no-untyped-def]
+                calls["n"] += 1
+                if calls["n"] == 1:  # the holder's turn, stored and its reservation ended
+                    async with service.sessions() as other:
+                        stored["row"] = await crud.store_turn(
+                            other,
+                            turn=NewTurn(user, request_id, "Name a colour.", "Blue.", [], {}, {}),
+                            conversation_id=None,
+                            token=None,
+                        )
+                return await real_reserve(session, **kw)
 
-            monkeypatch.setattr(crud, "find_turn", first_look_misses)
+            monkeypatch.setattr(crud, "reserve_request", holder_commits_first)
             got = await service._reserve(
                 TurnRequest(principal=principal, request_id=request_id, text="Name a colour."),
                 time.monotonic() + 5,
             )
             assert isinstance(got, TurnResult), "the retry reserved a stored turn's id"
-            assert got.turn_id == row.id and got.replayed and got.reply == "Blue."
-            assert looks["n"] == 2
+            assert got.turn_id == stored["row"].id and got.replayed and got.reply == "Blue."
+            assert calls["n"] == 1
             assert await _reservations(service, user, request_id) == 0  # given back
 
             # a new id is reserved, once
-            monkeypatch.setattr(crud, "find_turn", real_find)
+            monkeypatch.setattr(crud, "reserve_request", real_reserve)
             fresh = TurnRequest(principal=principal, request_id=request_id + "-2", text="Hi.")
             token = await service._reserve(fresh, time.monotonic() + 5)
             assert isinstance(token, uuid.UUID)
