@@ -15,6 +15,7 @@
 """
 
 import logging
+from collections.abc import Callable
 
 import jiwer
 import numpy as np
@@ -36,13 +37,18 @@ def served(client: grpcclient.InferenceServerClient, audio: np.ndarray) -> str:
     return result.as_numpy("TRANSCRIPT").reshape(-1)[0].decode()
 
 
-@pytest.fixture(scope="module")
-def served_texts(triton) -> list[str]:
+def served_all(triton, audios: list[np.ndarray]) -> list[str]:
+    """The served ``asr`` ensemble's transcripts (the defaults), one request each."""
     client = grpcclient.InferenceServerClient(triton.grpc_url)
     try:
-        return [served(client, audio) for _, audio in clips()]
+        return [served(client, audio) for audio in audios]
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def served_texts(triton) -> list[str]:
+    return served_all(triton, [audio for _, audio in clips()])
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +58,20 @@ def ct2_folder(cache_dir):
 
 
 @pytest.fixture(scope="module")
-def full_window_texts(whisper_export) -> list[str]:
+def full_window(whisper_export) -> Callable[[np.ndarray], str]:
+    """June's fp32 graphs and decoding in process, with Whisper's fixed 30 s window."""
     from tests.conftest import load_backend_module
 
     log_mel = load_backend_module("asr_features", "log_mel")
     decode = load_backend_module("asr_whisper", "whisper_decode")
     features = log_mel.LogMel(np.load(whisper_export / "mel_filters.npy"), window_floor_s=30)
     whisper = decode.WhisperGreedy(whisper_export, intra_op_threads=2)
-    return [whisper.transcribe([(features(audio), "en")])[0].text for _, audio in clips()]
+    return lambda audio: whisper.transcribe([(features(audio), "en")])[0].text
+
+
+@pytest.fixture(scope="module")
+def full_window_texts(full_window) -> list[str]:
+    return [full_window(audio) for _, audio in clips()]
 
 
 def test_full_window_equals_transformers_greedy(full_window_texts, ct2_folder, tmp_path_factory):
@@ -126,24 +138,14 @@ def _faster_whisper_texts(ct2_folder, audios: list[np.ndarray]) -> list[str]:
     return texts
 
 
-def test_real_human_recordings(triton, whisper_export, ct2_folder, cache_dir):
+def test_real_human_recordings(triton, full_window, ct2_folder, cache_dir):
     """Real speech, not synthesised: the served default against the full window and
     faster-whisper, counted in words."""
-    from tests.conftest import load_backend_module
-
     recordings = human_clips(cache_dir)
     assert len(recordings) == 11
     truth = [normalise(t) for t, _ in recordings]
-    client = grpcclient.InferenceServerClient(triton.grpc_url)
-    try:
-        ours = [served(client, audio) for _, audio in recordings]
-    finally:
-        client.close()
-    log_mel = load_backend_module("asr_features", "log_mel")
-    decode = load_backend_module("asr_whisper", "whisper_decode")
-    features = log_mel.LogMel(np.load(whisper_export / "mel_filters.npy"), window_floor_s=30)
-    whisper = decode.WhisperGreedy(whisper_export, intra_op_threads=2)
-    full = [whisper.transcribe([(features(a), "en")])[0].text for _, a in recordings]
+    ours = served_all(triton, [a for _, a in recordings])
+    full = [full_window(a) for _, a in recordings]
     theirs = _faster_whisper_texts(ct2_folder, [a for _, a in recordings])
 
     def errors(texts: list[str]) -> int:
