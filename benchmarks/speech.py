@@ -166,6 +166,9 @@ def opus_packets(samples: np.ndarray, *, rate: int = 48000, frame_ms: int = 20) 
     return packets
 
 
+SPOKEN = {"mr": "mister", "mrs": "missus", "dr": "doctor"}  # as transcripts spell them
+
+
 def normalise(text: str) -> str:
     """Lower case, numbers as words, no punctuation, single spaces: what WER is computed on
     ("10 of clubs" and "ten of clubs" are the same words)."""
@@ -175,9 +178,6 @@ def normalise(text: str) -> str:
     text = re.sub(r"\d+", lambda m: f" {num2words(int(m.group()))} ", text)
     text = re.sub(r"[^\w\s']", " ", text)
     return " ".join(SPOKEN.get(w, w) for w in text.split())
-
-
-SPOKEN = {"mr": "mister", "mrs": "missus", "dr": "doctor"}  # as transcripts spell them
 
 
 # pocketsphinx 5.1.1's source package (BSD-2-Clause; the LibriVox recordings are in the

@@ -21,10 +21,10 @@ SmolLM2-135M int4, Piper) and orchestrator under uvicorn, on loopback, all start
 and sharing one new embedded Postgres + pgvector; each run starts a new conversation.
 The modes take turns, run by run (hand-built, then each June mode), so a slower minute
 of a shared machine falls on all of them rather than on one mode's block of runs. Only
-the stack being measured has traffic: the others sit idle, their health probes off. Reported: time to the first
-audio byte and to the last byte (median of ``runs``), the ratios the goals name, and the
-server's per-stage timings. The hand-built pipeline needs the ``bench`` extra
-(llama-cpp-python). Run with ``june bench voice-turn``.
+the stack being measured has traffic: the others sit idle, their health probes off.
+Reported: time to the first audio byte and to the last byte (median of ``runs``), the
+ratios the goals name, and the server's per-stage timings. The hand-built pipeline needs
+the ``bench`` extra (llama-cpp-python). Run with ``june bench voice-turn``.
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def start_june(
     from orchestrator.config import Settings
     from orchestrator.triton.launcher import TritonServer
 
-    base = 28300 + 10 * slot
+    base, port = 28300 + 10 * slot, port + slot
     triton = stack.enter_context(
         TritonServer(
             repo, runtime_dir=runtime_dir / ("triton" if slot == 0 else f"triton-{slot}"),
@@ -229,12 +229,10 @@ def start_june(
         model_repository=repo,
         rate_limit_per_minute=10_000,
         health_probe_interval_s=3600,
-        port=port + slot,
+        port=port,
     )
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port + slot, log_level="warning"
-        )
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -242,7 +240,7 @@ def start_june(
     stack.callback(setattr, server, "should_exit", True)
     while not server.started:
         time.sleep(0.1)
-    return f"http://127.0.0.1:{port + slot}"
+    return f"http://127.0.0.1:{port}"
 
 
 def june_client(stack: ExitStack, url: str, key: str, document: str | None) -> httpx.Client:
