@@ -19,6 +19,7 @@ class Streamed:
     finish_reason: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     error: str = ""
     done_at: float = 0.0
 
@@ -83,6 +84,8 @@ def stream_chat(
                 out.finish_reason = reason
                 out.prompt_tokens = int(result.as_numpy("PROMPT_TOKENS")[0])
                 out.completion_tokens = int(result.as_numpy("COMPLETION_TOKENS")[0])
+                cached = result.as_numpy("CACHED_TOKENS")
+                out.cached_tokens = int(cached[0]) if cached is not None else 0
                 break
             if cancel_after_deltas is not None and len(out.deltas) >= cancel_after_deltas:
                 client.stop_stream(cancel_requests=True)

@@ -361,6 +361,7 @@ def build_from_settings(
             "tts_max_chars": str(settings.tts_max_chars),
             "llm_threads": str(settings.llm_threads),
             "llm_nice": str(settings.llm_nice),
+            "llm_warm_system_prompt": str(int(settings.llm_warm_system_prompt)),
             "asr_window_floor_s": str(settings.asr_window_floor_s),
             "asr_window_margin_s": str(settings.asr_window_margin_s),
         },

@@ -186,6 +186,7 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
         "intra_op_threads": "0",
         "llm_threads": "0",
         "llm_nice": "10",
+        "llm_warm_system_prompt": "1",
         "tts_max_chars": "5000",
     },
     "gpu": {

@@ -181,6 +181,11 @@ class Settings(BaseSettings):
         description="cpu profile: the LLM's process runs this much nicer (Unix nice), so on a "
         "busy CPU speech recognition and synthesis go first; 0: the same priority as them.",
     )
+    llm_warm_system_prompt: bool = Field(
+        True,
+        description="cpu profile: while the LLM is idle, pre-fill the last system prompt in a "
+        "request kept for the next turn, which then pre-fills only the rest of its prompt.",
+    )
     llm_engine_dir: Path | None = Field(
         None,
         description="gpu profile: the folder `june export llm --target gpu --out` wrote "

@@ -112,6 +112,7 @@ class ChatChunk:
     finish_reason: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the LLM had pre-filled before the request came
     reasoning: str = ""  # a thinking model's reasoning: never part of ``delta``
 
 
@@ -580,11 +581,15 @@ class TritonGateway:
                         prompt_tokens = int(result.as_numpy("PROMPT_TOKENS")[0]) or prompt_tokens
                         reason = result.as_numpy("FINISH_REASON")[0].decode()
                         if reason:
+                            cached = result.as_numpy("CACHED_TOKENS")  # not on every profile
+                            cached_tokens = int(cached[0]) if cached is not None else 0
+                            span.set_attribute("june.cached_prompt_tokens", cached_tokens)
                             yield ChatChunk(
                                 delta=delta + text.decode(b"", final=True),
                                 finish_reason=reason,
                                 prompt_tokens=prompt_tokens,
                                 completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
+                                cached_tokens=cached_tokens,
                             )
                             return
                         if delta:

@@ -71,6 +71,7 @@ def test_greedy_through_triton_equals_transformers(kind, tmp_path, cache_dir, sm
         source, model = tmp_path / kind, tiny_model(kind, tmp_path / kind, smollm_hf)
     server = serve_llm(tmp_path, cache_dir, source, "fp32")
     try:
+        cached = []
         for question in QUESTIONS:
             served = stream_chat(
                 server.grpc_url, [{"role": "user", "content": question}], max_tokens=20
@@ -81,6 +82,15 @@ def test_greedy_through_triton_equals_transformers(kind, tmp_path, cache_dir, sm
             reference = [t for t in reference if t != 2]
             assert [t for t in served.token_ids if t != 2] == reference, (question, served.text)
             assert served.completion_tokens == len(served.token_ids)
+            cached.append(served.cached_tokens)
+        if kind == "smollm2":
+            # SmolLM2's template writes its own system prompt: after the first chat the
+            # later ones start from it pre-filled, and still equal transformers.
+            assert cached[0] == 0 and any(cached[1:]), cached
+        else:
+            # A random model does not continue its template's system prompt as written, so
+            # no warm request can hold it exactly: none is used.
+            assert cached == [0, 0, 0], cached
     finally:
         server.stop()
 
@@ -168,6 +178,32 @@ def test_eight_concurrent_chats_finish_correctly(llm_server):
             mine.text,
             solo.text,
         )
+
+
+def test_the_system_prompt_is_prefilled_while_idle(llm_server):
+    """A chat that opens with the system prompt of the chat before it finds that prompt
+    already pre-filled (the engine fills warm requests while idle): it pre-fills only the
+    rest. A chat that finds none pre-fills its system prompt in a turn of its own, so the
+    greedy answer is the same token for token either way. Another system prompt becomes
+    the one kept warm."""
+
+    def ask(system: str, question: str):
+        return stream_chat(
+            llm_server.grpc_url,
+            [{"role": "system", "content": system}, {"role": "user", "content": question}],
+            max_tokens=12, temperature=0.0, repetition_penalty=1.0,
+        )  # fmt: skip
+
+    tea = "You are a tea sommelier. Answer every question in one short sentence about tea."
+    maps = "You are a cartographer. Answer every question in one short sentence about maps."
+    for system, question in ((tea, "What should I drink?"), (maps, "Where am I?")):
+        cold = ask(system, question)  # a system prompt this server has not seen
+        warm = ask(system, question)
+        for served in (cold, warm):
+            assert not served.error and served.finish_reason in ("stop", "length"), served
+        assert cold.cached_tokens == 0, cold.cached_tokens
+        assert 16 <= warm.cached_tokens < warm.prompt_tokens == cold.prompt_tokens, warm
+        assert warm.token_ids == cold.token_ids, (cold.text, warm.text)
 
 
 def test_cancelling_frees_the_slot(llm_server):

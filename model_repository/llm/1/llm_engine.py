@@ -5,6 +5,16 @@ steps, every step emits one token per active request, and a request leaves as so
 finishes, stops, or its client goes away. Messages are rendered with the model's own chat
 template. Stop strings are matched on the decoded text, so a stop string split across
 tokens is still caught and never sent.
+
+While the engine is idle, it pre-fills the last system prompt it saw in a request kept
+for the next chat (``warm_system_prompt``), which then pre-fills only the rest of its
+prompt. ONNX Runtime GenAI 0.18's CPU engine cannot copy a KV cache between requests, and
+it keeps one request's state resident: a request can take another turn only if no other
+request has run since its last turn and none is running. So there is one warm request;
+any other request that starts makes it stale (it is closed), and it is refilled when the
+engine is idle again. A chat alone in the engine with no warm request pre-fills its system
+prompt the same way, in a turn of its own, so its greedy answer does not depend on whether
+the prompt was warm.
 """
 
 from __future__ import annotations
@@ -26,6 +36,10 @@ from chat import ChatTemplate, Sampling
 log = logging.getLogger("june.llm")
 
 CANCEL_CHECK_S = 0.05
+# A shared prompt prefix shorter than this is not worth keeping a request warm for.
+MIN_WARM_TOKENS = 16
+# Distinct leading (system) messages whose shared token length is remembered.
+PREFIX_MEMORY = 16
 
 FINISH = {
     "EOS": "stop",
@@ -46,17 +60,41 @@ class Job:
     sampling: Sampling = field(default_factory=Sampling)
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    # Leading prompt tokens every chat with the same system prompt starts with: what a warm
+    # request may already hold.
+    shared: int = 0
     emit: Callable[[str, list[int], dict | None], None] = lambda delta, ids, final: None
     is_cancelled: Callable[[], bool] = lambda: False
     # engine-thread state
     text: str = ""
     sent: int = 0
     tokens: int = 0
+    prefilled: int = 0  # prompt tokens already in its request when its turn began
+    cached: int = 0  # of those, the ones pre-filled before the job came (reported)
     pending_ids: list[int] = field(default_factory=list)
 
     def send(self, delta: str, final: dict | None = None) -> None:
         ids, self.pending_ids = self.pending_ids, []
         self.emit(delta, ids, final)
+
+
+@dataclass
+class Warming:
+    """A request pre-filling a shared prefix, and the chat waiting for it, if any."""
+
+    request: og.Request
+    prefix: tuple[int, ...]
+    turn: int  # the engine's count of turns begun, this one's included
+    token: int | None = None
+    waiting: Job | None = None
+
+
+def common_length(a: list[int] | np.ndarray, b: list[int] | np.ndarray) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def decoder_threads(requested: int) -> int:
@@ -67,8 +105,11 @@ def decoder_threads(requested: int) -> int:
 
 
 class ContinuousBatcher:
-    def __init__(self, folder: Path, *, intra_op_threads: int = 0) -> None:
+    def __init__(
+        self, folder: Path, *, intra_op_threads: int = 0, warm_system_prompt: bool = False
+    ) -> None:
         self.folder = folder
+        self.warm_system_prompt = warm_system_prompt
         self.threads = decoder_threads(intra_op_threads)
         self.template = ChatTemplate(folder)
         self.defaults = Sampling.load(folder)
@@ -81,6 +122,16 @@ class ContinuousBatcher:
         self.supports_seed = isinstance(engine_config.get("dynamic_batching"), dict)
         self._incoming: queue.Queue[Job | None] = queue.Queue()  # None wakes the thread to stop
         self._active: dict[int, tuple[og.Request, int, Job, og.TokenizerStream]] = {}
+        # engine-thread state of the warm prefix: the one kept warm, the request holding
+        # it, the one pre-filling it, prefixes the model does not continue as written, and
+        # a count of the turns begun (a request can continue only if it began the last)
+        self._prefix: tuple[int, ...] = ()
+        self._warm: og.Request | None = None
+        self._warming: Warming | None = None
+        self._unwarmable: set[tuple[int, ...]] = set()
+        self._turns_begun = 0
+        self._warm_prefix: tuple[int, ...] = ()
+        self._shared_prefixes: dict[str, np.ndarray] = {}  # Triton's thread only
         self._stop = threading.Event()
         self._cancel_checked = 0.0
         self._ready = threading.Event()
@@ -95,9 +146,46 @@ class ContinuousBatcher:
     # --- called from Triton's thread ----------------------------------------------------
     def encode_chat(
         self, messages: list[dict], *, enable_thinking: bool | None = None
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, int]:
+        """The prompt's token ids, and how many of them lead every chat that opens with the
+        same messages before its first user message (the system prompt, as the template
+        writes it, up to where the user's words begin)."""
         prompt = self.template.render(messages, enable_thinking=enable_thinking)
-        return np.asarray(self.tokenizer.encode(prompt), dtype=np.int32)
+        ids = np.asarray(self.tokenizer.encode(prompt), dtype=np.int32)
+        return ids, self._shared_length(messages, ids, enable_thinking)
+
+    def _shared_length(
+        self, messages: list[dict], ids: np.ndarray, enable_thinking: bool | None
+    ) -> int:
+        if not self.warm_system_prompt:
+            return 0
+        first_user = next((i for i, m in enumerate(messages) if m.get("role") == "user"), None)
+        if first_user is None:
+            return 0
+        head = messages[:first_user]
+        key = json.dumps([head, enable_thinking], sort_keys=True)
+        prefix = self._shared_prefixes.get(key)
+        if prefix is None:
+            # Two chats that differ only in the user's words: where their tokens part is
+            # where the shared prefix ends, whatever the template writes around them.
+            x, y = (
+                self.tokenizer.encode(
+                    self.template.render(
+                        [*head, {"role": "user", "content": word}],
+                        enable_thinking=enable_thinking,
+                    )
+                )
+                for word in ("x", "7")
+            )
+            prefix = np.asarray(x[: common_length(x, y)], dtype=np.int32)
+            if len(self._shared_prefixes) >= PREFIX_MEMORY:
+                self._shared_prefixes.pop(next(iter(self._shared_prefixes)))
+            self._shared_prefixes[key] = prefix
+        length = len(prefix)
+        if length < MIN_WARM_TOKENS or length >= len(ids):
+            return 0
+        # The whole prompt's tokens may merge across the boundary: then nothing is shared.
+        return length if np.array_equal(ids[:length], prefix) else 0
 
     def submit(self, job: Job) -> None:
         if not self._thread.is_alive():
@@ -115,8 +203,10 @@ class ContinuousBatcher:
         self._thread.join(timeout=10)
 
     # --- the engine thread --------------------------------------------------------------
-    def _start(self, job: Job) -> None:
-        request = self.engine.create_request()
+    def _start(self, job: Job, request: og.Request | None) -> None:
+        """Begin the job's turn on ``request`` (its prefix pre-filled), or on a new one."""
+        if request is None:
+            request, job.prefilled, job.cached = self.engine.create_request(), 0, 0
         options = og.TurnOptions(request)
         options.set_max_generated_tokens(job.max_tokens)
         sampling = job.sampling
@@ -130,8 +220,128 @@ class ContinuousBatcher:
             options.set_top_k(sampling.top_k or self.vocab_size or 1 << 20)
         if job.seed is not None:
             options.set_seed(job.seed)
-        turn = request.begin_turn(job.prompt_ids, options)
+        self._stale_warm()
+        try:
+            turn = request.begin_turn(job.prompt_ids[job.prefilled :], options)
+        except Exception:
+            request.close()
+            if not job.prefilled:
+                raise
+            # the engine would not continue it after all: the whole prompt, on a new one
+            log.warning("could not continue a pre-filled request", exc_info=True)
+            self._start(job, None)
+            return
+        self._turns_begun += 1
         self._active[id(request)] = (request, turn, job, self.tokenizer.create_stream())
+
+    # --- the warm system prompt ---------------------------------------------------------
+    def _prefix_of(self, job: Job) -> tuple[int, ...]:
+        if job.shared < MIN_WARM_TOKENS or not self.warm_system_prompt:
+            return ()
+        prefix = tuple(int(t) for t in job.prompt_ids[: job.shared])
+        return () if prefix in self._unwarmable else prefix
+
+    def _alone(self) -> bool:
+        return not self._active and self._warming is None
+
+    def _stale_warm(self) -> None:
+        """Another turn is about to begin: the warm request can no longer continue."""
+        if self._warm is not None:
+            self._warm.close()
+            self._warm = None
+
+    def _admit_warm(self, job: Job) -> bool:
+        """Start the job on its pre-filled system prompt, if it is alone in the engine:
+        on the warm request, on the one being pre-filled (it waits), or on one it
+        pre-fills itself. False: it starts on a new request, with its whole prompt."""
+        prefix = self._prefix_of(job)
+        if not prefix:
+            return False
+        self._prefix = prefix  # the newest system prompt is the one kept warm
+        warming = self._warming
+        if warming is not None and not self._active:
+            if warming.prefix == prefix and warming.waiting is None:
+                warming.waiting = job  # pre-filling since before the job came
+                job.cached = len(prefix)
+                return True
+            return False
+        if not self._alone():
+            return False
+        warm, self._warm = self._warm, None
+        if warm is not None and self._warm_prefix == prefix:
+            job.prefilled = job.cached = len(prefix)
+            self._begin(job, warm)
+            return True
+        if warm is not None:
+            warm.close()
+        return self._prefill(prefix, waiting=job)
+
+    def _refill(self) -> None:
+        """While the engine is idle: pre-fill the newest system prompt, if no request
+        holds it."""
+        if self._prefix and self._warm is None and self._alone():
+            self._prefill(self._prefix)
+
+    def _prefill(self, prefix: tuple[int, ...], waiting: Job | None = None) -> bool:
+        """Start a request pre-filling ``prefix``.
+
+        The engine appends the token a turn generates to the request's sequence, so the
+        turn pre-fills all but the prefix's last token and generates one (greedy): if that
+        is the prefix's last token, the request holds exactly the prefix (``_warmed``)."""
+        if prefix in self._unwarmable:
+            return False
+        self._stale_warm()
+        request = self.engine.create_request()
+        options = og.TurnOptions(request)
+        options.set_max_generated_tokens(1)
+        options.set_do_sample(False)
+        options.set_repetition_penalty(1.0)
+        try:
+            request.begin_turn(np.asarray(prefix[:-1], dtype=np.int32), options)
+        except Exception:
+            request.close()
+            log.exception("could not pre-fill the system prompt; not keeping it warm")
+            self._unwarmable.add(prefix)
+            return False
+        self._turns_begun += 1
+        self._warming = Warming(request, prefix, self._turns_begun, waiting=waiting)
+        return True
+
+    def _warmed(self, event: og.EngineEvent) -> None:
+        warming = self._warming
+        assert warming is not None
+        flags = int(event.flags)
+        if flags & int(og.EngineEventFlags.TOKEN) and event.token is not None:
+            warming.token = int(event.token)
+        if not flags & (int(og.EngineEventFlags.TURN_FINISHED) | int(og.EngineEventFlags.FAILED)):
+            return
+        self._warming = None
+        failed = bool(flags & int(og.EngineEventFlags.FAILED))
+        exact = not failed and warming.token == warming.prefix[-1]
+        if not exact and not failed and warming.prefix not in self._unwarmable:
+            if len(self._unwarmable) >= PREFIX_MEMORY:
+                self._unwarmable.clear()
+            self._unwarmable.add(warming.prefix)
+            log.info(
+                "not pre-filling the %d-token system prompt: the model continues its "
+                "prompt with token %s, not %s",
+                len(warming.prefix),
+                warming.token,
+                warming.prefix[-1],
+            )
+        # It can continue only if no other turn began since, and none is running.
+        usable = exact and warming.turn == self._turns_begun and not self._active
+        job = warming.waiting
+        if usable and job is not None:
+            job.prefilled = len(warming.prefix)
+            self._begin(job, warming.request)
+        elif usable and warming.prefix == self._prefix:
+            self._warm, self._warm_prefix = warming.request, warming.prefix
+        else:
+            warming.request.close()
+            if job is not None:
+                job.cached = 0
+                self._begin(job, None)
 
     def _run(self) -> None:
         try:
@@ -166,6 +376,10 @@ class ContinuousBatcher:
         for key in list(self._active):
             _, _, job, _ = self._active.pop(key)
             job.send("", {"finish_reason": "error", "error": message})
+        if self._warming is not None and self._warming.waiting is not None:
+            self._warming.waiting.send("", {"finish_reason": "error", "error": message})
+        self._warming = None
+        self._warm = None  # the engine's state is unknown: pre-fill again from scratch
         while True:
             try:
                 job = self._incoming.get_nowait()
@@ -174,20 +388,32 @@ class ContinuousBatcher:
             if job is not None:
                 job.send("", {"finish_reason": "error", "error": message})
 
+    def _busy(self) -> int:
+        waiting = self._warming is not None and self._warming.waiting is not None
+        return len(self._active) + waiting
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            if not self._active:
-                job = self._incoming.get()
-                if self._stop.is_set():
-                    break
-                self._admit(job)
-            while len(self._active) < self.capacity:
+            if not self._busy():
+                if self._incoming.empty():
+                    self._refill()
+                if self._warming is None:
+                    job = self._incoming.get()
+                    if self._stop.is_set():
+                        break
+                    self._admit(job)
+            while self._busy() < self.capacity:
                 try:
                     self._admit(self._incoming.get_nowait())
                 except queue.Empty:
                     break
             self._cancel_abandoned()
             if not self.engine.has_pending_requests():
+                warming, self._warming = self._warming, None
+                if warming is not None:  # never spin on a lost warm-up
+                    warming.request.close()
+                    if warming.waiting is not None:
+                        self._begin(warming.waiting, None)
                 continue
             try:
                 events = list(self.engine.run(self._buffer))
@@ -208,12 +434,20 @@ class ContinuousBatcher:
         for request, turn, job, _ in list(self._active.values()):
             if job.is_cancelled():
                 request.cancel_turn(turn)
+        warming = self._warming
+        if warming is not None and warming.waiting is not None and warming.waiting.is_cancelled():
+            warming.waiting.send("", {"finish_reason": "cancelled"})
+            warming.waiting = None
 
     def _admit(self, job: Job | None) -> None:
         if job is None:  # close() woke us; the loop sees _stop
             return
+        if not self._admit_warm(job):
+            self._begin(job, None)
+
+    def _begin(self, job: Job, request: og.Request | None) -> None:
         try:
-            self._start(job)
+            self._start(job, request)
         except Exception as exc:
             log.exception("could not start a request")
             job.send(
@@ -228,6 +462,9 @@ class ContinuousBatcher:
 
     def _handle(self, event: og.EngineEvent) -> None:
         key = id(event.request)
+        if self._warming is not None and key == id(self._warming.request):
+            self._warmed(event)
+            return
         if key not in self._active:
             return
         _, _, job, stream = self._active[key]
@@ -269,7 +506,9 @@ class ContinuousBatcher:
             "",
             {
                 "finish_reason": reason,
-                "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or len(job.prompt_ids)),
+                # the turn's own usage counts only what it pre-filled itself
+                "prompt_tokens": len(job.prompt_ids),
+                "cached_tokens": job.cached,
                 "completion_tokens": int(getattr(usage, "generated_tokens", 0) or job.tokens),
             },
         )

@@ -33,6 +33,9 @@ def _response(text: str, ids: list[int], final: dict | None) -> object:
             pb_utils.Tensor(
                 "COMPLETION_TOKENS", np.array([info.get("completion_tokens", 0)], dtype=np.int32)
             ),
+            pb_utils.Tensor(
+                "CACHED_TOKENS", np.array([info.get("cached_tokens", 0)], dtype=np.int32)
+            ),
         ]
     )
 
@@ -47,14 +50,18 @@ class TritonPythonModel:
         # no later.
         nice = run_nicer(int_parameter(config, "nice", 0))
         self.batcher = ContinuousBatcher(
-            folder, intra_op_threads=int_parameter(config, "intra_op_threads", 0)
+            folder,
+            intra_op_threads=int_parameter(config, "intra_op_threads", 0),
+            warm_system_prompt=int_parameter(config, "warm_system_prompt", 0) > 0,
         )
         log.info(
-            "LLM ready (batch capacity %d, context %d, %d threads at nice %d, defaults %s)",
+            "LLM ready (batch capacity %d, context %d, %d threads at nice %d, system prompt "
+            "pre-filled while idle: %s, defaults %s)",
             self.batcher.capacity,
             self.batcher.context_length,
             self.batcher.threads,
             nice,
+            self.batcher.warm_system_prompt,
             self.batcher.defaults,
         )
 
@@ -86,11 +93,13 @@ class TritonPythonModel:
                         _response(delta, ids, final), flags=FINAL if final is not None else 0
                     )
 
+                prompt_ids, shared = self.batcher.encode_chat(
+                    chat.messages, enable_thinking=chat.enable_thinking
+                )
                 self.batcher.submit(
                     Job(
-                        prompt_ids=self.batcher.encode_chat(
-                            chat.messages, enable_thinking=chat.enable_thinking
-                        ),
+                        prompt_ids=prompt_ids,
+                        shared=shared,
                         max_tokens=chat.max_tokens,
                         sampling=sampling,
                         seed=chat.seed,
