@@ -18,6 +18,15 @@ log = logging.getLogger(__name__)
 
 MESSAGE_OVERHEAD_TOKENS = 4  # role markers and separators of a chat template
 
+# Every turn's system prompt. The CPU LLM keeps the last system prompt it saw pre-filled
+# while idle, so whatever else asks the LLM on a turn's behalf (the health probe) opens with
+# this one too.
+SYSTEM_PROMPT = (
+    "You are June, a helpful voice assistant. Answer in one to three short sentences of "
+    "plain spoken English. When the numbered sources given with a question answer it, "
+    "answer from them. Otherwise answer from the conversation, or say that you do not know."
+)
+
 
 @dataclass(frozen=True)
 class Sampling:

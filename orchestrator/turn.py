@@ -43,7 +43,7 @@ from orchestrator.audio import (
     has_speech,
 )
 from orchestrator.auth import Principal
-from orchestrator.chat import Sampling, fit_messages, token_counter
+from orchestrator.chat import SYSTEM_PROMPT, Sampling, fit_messages, token_counter
 from orchestrator.config import Settings
 from orchestrator.db import conversations as crud
 from orchestrator.db.conversations import ConversationNotFound, NewTurn
@@ -59,11 +59,6 @@ T = TypeVar("T")
 
 __all__ = ["ConversationNotFound", "NoSpeech", "TurnInProgress", "TurnRequest", "TurnService"]
 
-SYSTEM_PROMPT = (
-    "You are June, a helpful voice assistant. Answer in one to three short sentences of "
-    "plain spoken English. When the numbered sources given with a question answer it, "
-    "answer from them. Otherwise answer from the conversation, or say that you do not know."
-)
 # Grounded replies read their sources out: no penalty for repeating the prompt's words.
 GREEDY = Sampling(temperature=0.0, repetition_penalty=1.0)
 DIDNT_CATCH = "Sorry, I didn't catch that. Could you say it again?"

@@ -26,6 +26,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from orchestrator import metrics
+from orchestrator.chat import SYSTEM_PROMPT
 from orchestrator.config import Settings
 from orchestrator.triton.client import (
     BYPASS_ADMISSION,
@@ -171,9 +172,13 @@ class ModelDoctor:
             # digital silence: both stubs answer, and the model skips Whisper's graphs
             await self.gateway.transcribe(np.zeros(8000, np.float32), deadline=deadline)
         elif pipeline == "llm":
-            async for _ in self.gateway.chat_stream(
-                [{"role": "user", "content": "Hi"}], max_tokens=1, deadline=deadline
-            ):
+            # with the turns' system prompt, which the LLM keeps pre-filled: a probe with
+            # another would have it pre-fill that one for the next turn instead
+            probe = [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": "Hi"},
+            ]
+            async for _ in self.gateway.chat_stream(probe, max_tokens=1, deadline=deadline):
                 pass
         elif pipeline.startswith("tts"):
             await self.gateway.synthesize("Hi.", model=pipeline, deadline=deadline)

@@ -13,6 +13,7 @@ import pytest
 from benchmarks.speech import clips, normalise
 from orchestrator.api.routes.openai import EMBEDDING_MODEL
 from orchestrator.audio import decode_audio
+from orchestrator.chat import SYSTEM_PROMPT
 from tests.conftest import make_key, wav_bytes
 from tests.live_server import LiveServer, live
 
@@ -70,6 +71,23 @@ def test_chat_completion_whole_and_streamed(sdk):
     assert text == choice.message.content  # greedy: the same words, streamed
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == choice.finish_reason
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == whole.usage.total_tokens
+
+
+def test_the_turns_system_prompt_is_reported_as_cached(sdk):
+    """The LLM keeps the last system prompt pre-filled while idle (June's own, which its
+    health probe also opens with): the next chat that opens with it pre-fills only the
+    rest, says so in OpenAI's usage, and gets the same greedy answer."""
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "Name a colour of the sea."},
+    ]
+    first, again = (
+        sdk.chat.completions.create(model=LLM, messages=messages, max_tokens=12, temperature=0)
+        for _ in range(2)
+    )
+    cached = again.usage.prompt_tokens_details.cached_tokens
+    assert 16 <= cached < again.usage.prompt_tokens == first.usage.prompt_tokens, again.usage
+    assert again.choices[0].message.content == first.choices[0].message.content
 
 
 def test_embeddings_as_floats_and_base64(sdk):
