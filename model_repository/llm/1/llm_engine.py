@@ -187,6 +187,11 @@ class ContinuousBatcher:
         # The whole prompt's tokens may merge across the boundary: then nothing is shared.
         return length if np.array_equal(ids[:length], prefix) else 0
 
+    @property
+    def warm_tokens(self) -> int:
+        """Tokens of system prompt the warm request holds now (0: none is warm)."""
+        return len(self._warm_prefix) if self._warm is not None else 0
+
     def submit(self, job: Job) -> None:
         if not self._thread.is_alive():
             raise RuntimeError("the LLM engine is not running")
