@@ -123,14 +123,14 @@ class ContinuousBatcher:
         self._incoming: queue.Queue[Job | None] = queue.Queue()  # None wakes the thread to stop
         self._active: dict[int, tuple[og.Request, int, Job, og.TokenizerStream]] = {}
         # engine-thread state of the warm prefix: the one kept warm, the request holding
-        # it, the one pre-filling it, prefixes the model does not continue as written, and
-        # a count of the turns begun (a request can continue only if it began the last)
+        # it (only ever that prefix), the one pre-filling it, prefixes the model does not
+        # continue as written, and a count of the turns begun (a request can continue only
+        # if it began the last)
         self._prefix: tuple[int, ...] = ()
         self._warm: og.Request | None = None
         self._warming: Warming | None = None
         self._unwarmable: set[tuple[int, ...]] = set()
         self._turns_begun = 0
-        self._warm_prefix: tuple[int, ...] = ()
         self._shared_prefixes: dict[str, np.ndarray] = {}  # Triton's thread only
         self._stop = threading.Event()
         self._cancel_checked = 0.0
@@ -190,7 +190,7 @@ class ContinuousBatcher:
     @property
     def warm_tokens(self) -> int:
         """Tokens of system prompt the warm request holds now (0: none is warm)."""
-        return len(self._warm_prefix) if self._warm is not None else 0
+        return len(self._prefix) if self._warm is not None else 0
 
     def submit(self, job: Job) -> None:
         if not self._thread.is_alive():
@@ -262,7 +262,9 @@ class ContinuousBatcher:
         prefix = self._prefix_of(job)
         if not prefix:
             return False
-        self._prefix = prefix  # the newest system prompt is the one kept warm
+        if prefix != self._prefix:  # the newest system prompt is the one kept warm
+            self._prefix = prefix
+            self._stale_warm()  # it holds the one before
         warming = self._warming
         if warming is not None and not self._active:
             if warming.prefix == prefix and warming.waiting is None:
@@ -272,13 +274,11 @@ class ContinuousBatcher:
             return False
         if not self._alone():
             return False
-        warm, self._warm = self._warm, None
-        if warm is not None and self._warm_prefix == prefix:
+        if self._warm is not None:
+            warm, self._warm = self._warm, None
             job.prefilled = job.cached = len(prefix)
             self._begin(job, warm)
             return True
-        if warm is not None:
-            warm.close()
         return self._prefill(prefix, waiting=job)
 
     def _refill(self) -> None:
@@ -341,7 +341,7 @@ class ContinuousBatcher:
             job.prefilled = len(warming.prefix)
             self._begin(job, warming.request)
         elif usable and warming.prefix == self._prefix:
-            self._warm, self._warm_prefix = warming.request, warming.prefix
+            self._warm = warming.request
         else:
             warming.request.close()
             if job is not None:
