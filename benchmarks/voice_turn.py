@@ -107,10 +107,11 @@ class HandBuilt:
         gguf, _ = llm_source("smollm2-135m-instruct")
         self.llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
         self.voice = _piper()
+        self.system_prefix = self._system_prefix()
 
     def prompt(self, question: str, *, sources: bool = True) -> list[int]:
         from benchmarks.llm import rendered_prompt
-        from orchestrator.turn import SYSTEM_PROMPT
+        from orchestrator.chat import SYSTEM_PROMPT
 
         asked = f"Sources:\n[1] Office notes: {DOCUMENT}\n\nQuestion: {question}"
         messages = [
@@ -120,7 +121,7 @@ class HandBuilt:
         text = rendered_prompt(messages)
         return self.llm.tokenize(text.encode(), add_bos=False, special=True)
 
-    def system_prefix(self) -> list[int]:
+    def _system_prefix(self) -> list[int]:
         """The prompt's tokens up to where the user's words begin: the same for every turn."""
         a, b = self.prompt("x", sources=False), self.prompt("7", sources=False)
         n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
@@ -133,7 +134,7 @@ class HandBuilt:
         # prefix a prompt shares with the last one it evaluated: every turn pays the
         # prefill of the rest of its prompt, not of the system prompt.
         self.llm.reset()
-        self.llm.eval(self.system_prefix())
+        self.llm.eval(self.system_prefix)
         start = time.perf_counter()
         audio = to_16k(wav)
         segments, _ = self.asr.transcribe(
