@@ -33,7 +33,7 @@ class Answer:
 
 
 @pytest.fixture(scope="module")
-def engine(model_repo) -> Iterator[tuple[ModuleType, object]]:
+def engine(model_repo) -> Iterator[tuple[ModuleType, ModuleType, object]]:
     llm = load_backend_module("llm", "llm_engine")
     chat = load_backend_module("llm", "chat")
     batcher = llm.ContinuousBatcher(model_repo / "llm" / "1", warm_system_prompt=True)
