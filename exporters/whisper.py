@@ -9,7 +9,8 @@ Sources (``--source``):
 - a Hugging Face Whisper folder;
 - an openai-whisper ``.pt`` checkpoint (renamed by :mod:`exporters.openai_whisper`).
 
-Artifacts: ``encoder.onnx`` (mel of any window up to 30 s -> cross-attention K/V),
+Artifacts: ``encoder.onnx`` (mel of any window up to 30 s and a bias per self-attention
+key -> cross-attention K/V),
 ``decoder.onnx`` (one merged
 graph with KV cache), ``tokenizer.json``, ``mel_filters.npy`` and ``whisper.json``: every
 fact the server needs (mel bins, special tokens, languages, suppression lists, timestamp
@@ -43,9 +44,9 @@ from exporters.common import (
 log = logging.getLogger(__name__)
 
 TARGET = "whisper"
-EXPORTER_VERSION = "5"
+EXPORTER_VERSION = "6"
 # 3: the encoder takes any window length; 4: int8-decoder by blocks; 5: the decoder takes
-# and gives its caches a tensor per layer
+# and gives its caches a tensor per layer; 6: the encoder takes a self-attention key bias
 ONNX_OPSET = 17
 PRECISIONS = ("fp32", "int8", "int8-decoder")
 SAMPLE_RATE = 16000
@@ -199,9 +200,10 @@ def _build(
         encoder, decoder = EncoderCrossKV(model).eval(), DecoderStep(model).eval()
         n_mels, frames = meta["n_mels"], meta["n_frames"]
         mel = torch.zeros(1, n_mels, frames)
+        key_bias = torch.zeros(1, frames // 2)
         with torch.no_grad():
-            cross_k, cross_v = encoder(mel)
-        _export_graphs(encoder, decoder, mel, cross_k, cross_v, out)
+            cross_k, cross_v = encoder(mel, key_bias)
+        _export_graphs(encoder, decoder, (mel, key_bias), cross_k, cross_v, out)
         bar.advance(task)
 
         if options["precision"] == "int8":
@@ -305,7 +307,12 @@ def whisper_metadata(model: object, hf_dir: Path) -> dict:
 
 
 def _export_graphs(
-    encoder: object, decoder: object, mel: object, cross_k: object, cross_v: object, out: Path
+    encoder: object,
+    decoder: object,
+    encoder_inputs: tuple[object, object],
+    cross_k: object,
+    cross_v: object,
+    out: Path,
 ) -> None:
     import torch
 
@@ -314,12 +321,13 @@ def _export_graphs(
     with torch.no_grad():
         torch.onnx.export(
             encoder,
-            (mel,),
+            encoder_inputs,
             str(out / "encoder.onnx"),
-            input_names=["mel"],
+            input_names=["mel", "key_bias"],
             output_names=["cross_key", "cross_value"],
             dynamic_axes={
                 "mel": {0: "batch", 2: "frames"},
+                "key_bias": {0: "batch", 1: "positions"},
                 "cross_key": {1: "batch", 3: "positions"},
                 "cross_value": {1: "batch", 3: "positions"},
             },
@@ -395,7 +403,8 @@ def _check_parity(model: object, out: Path, meta: dict) -> dict[str, float]:
         ).logits.numpy()  # type: ignore[operator]
     enc = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
     dec = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
-    cross_k, cross_v = enc.run(None, {"mel": mel})
+    zeros = np.zeros((1, meta["n_frames"] // 2), np.float32)
+    cross_k, cross_v = enc.run(None, {"mel": mel, "key_bias": zeros})
     layers = meta["n_layers"]
     empty = np.zeros((1, meta["n_heads"], 0, meta["d_model"] // meta["n_heads"]), np.float32)
     inputs, _ = decoder_names(layers)
@@ -405,15 +414,19 @@ def _check_parity(model: object, out: Path, meta: dict) -> dict[str, float]:
     same_argmax = bool((logits.argmax(-1) == ref.argmax(-1)).all())
     if not same_argmax and diff > 1.0:
         raise ExportError(f"ONNX Whisper differs from PyTorch (max logit diff {diff:.3f})")
-    # A short window (10 s): the ONNX encoder against the torch graph it came from, no
-    # further off than at the full window (int8 graphs are off at both, by as much).
+    # A short window (10 s) with its last third biased as padding: the ONNX encoder against
+    # the torch graph it came from, no further off than at the full window (int8 graphs are
+    # off at both, by as much).
     graph = EncoderCrossKV(model).eval()  # type: ignore[arg-type]
     short = mel[:, :, : meta["n_frames"] // 3]
+    bias = np.zeros((1, short.shape[2] // 2), np.float32)
+    bias[:, -bias.shape[1] // 3 :] = np.log(4.0)
     with torch.no_grad():
-        full_k = graph(torch.from_numpy(mel))[0].numpy()
-        short_k = graph(torch.from_numpy(short))[0].numpy()
+        full_k = graph(torch.from_numpy(mel), torch.from_numpy(zeros))[0].numpy()
+        short_k = graph(torch.from_numpy(short), torch.from_numpy(bias))[0].numpy()
     full_diff = float(np.abs(cross_k - full_k).max())
-    short_diff = float(np.abs(enc.run(None, {"mel": short})[0] - short_k).max())
+    short_run = enc.run(None, {"mel": short, "key_bias": bias})[0]
+    short_diff = float(np.abs(short_run - short_k).max())
     if short_diff > max(1e-2, 2 * full_diff):
         raise ExportError(
             f"ONNX encoder differs on a short window (max diff {short_diff:.3f}, "

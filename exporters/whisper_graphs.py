@@ -1,9 +1,12 @@
 """Whisper as two ONNX-exportable torch modules built from a Hugging Face checkpoint.
 
-- :class:`EncoderCrossKV`: log-mel ``[B, n_mels, F]`` -> per-layer cross-attention keys
-  and values ``[L, B, H, F/2, Dh]``. ``F`` is the window's frame count: 3000 for Whisper's
-  30 s, fewer for a shorter window (the positional embedding is sliced to it, as whisper.cpp's
-  ``audio_ctx`` does). The decoder never re-projects encoder states.
+- :class:`EncoderCrossKV`: log-mel ``[B, n_mels, F]`` and a key bias ``[B, F/2]`` -> per-layer
+  cross-attention keys and values ``[L, B, H, F/2, Dh]``. ``F`` is the window's frame count:
+  3000 for Whisper's 30 s, fewer for a shorter window (the positional embedding is sliced to
+  it, as whisper.cpp's ``audio_ctx`` does). The key bias is added to every self-attention
+  logit of that key position, in every layer and head: zeros leave Whisper as it is, and a
+  shorter window gives its padding the weight a 30 s window's longer padding would have had
+  (see ``whisper_decode.padding_key_bias``). The decoder never re-projects encoder states.
 - :class:`DecoderStep`: one merged decoder graph with an explicit self-attention KV cache.
   ``input_ids [B, T]``, then each layer's ``past_key.i/past_value.i [B, H, P, Dh]`` (P may be
   0: the first step) and ``cross_key.i/cross_value.i [B, H, F/2, Dh]`` -> ``logits [B, T, V]``
@@ -61,8 +64,9 @@ class EncoderCrossKV(nn.Module):
         self.encoder_heads = model.config.encoder_attention_heads
         self.encoder_scaling = (model.config.d_model // self.encoder_heads) ** -0.5
 
-    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+    def encode(self, mel: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
+        bias = key_bias[:, None, None, :]  # [B, 1, 1, keys]: every head and query
         x = F.gelu(enc.conv1(mel))
         x = F.gelu(enc.conv2(x)).permute(0, 2, 1)
         x = x + enc.embed_positions.weight[: x.shape[1]]
@@ -74,15 +78,17 @@ class EncoderCrossKV(nn.Module):
                 _heads(attn.k_proj(h), self.encoder_heads),
                 _heads(attn.v_proj(h), self.encoder_heads),
                 self.encoder_scaling,
-                None,
+                bias,
             )
             x = x + attn.out_proj(_merge(out))
             h = layer.final_layer_norm(x)
             x = x + layer.fc2(layer.activation_fn(layer.fc1(h)))
         return enc.layer_norm(x)
 
-    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        states = self.encode(mel)
+    def forward(
+        self, mel: torch.Tensor, key_bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.encode(mel, key_bias)
         keys = [_heads(attn.k_proj(states), self.n_heads) for attn in self.cross]
         values = [_heads(attn.v_proj(states), self.n_heads) for attn in self.cross]
         return torch.stack(keys), torch.stack(values)

@@ -7,7 +7,11 @@ what June sends: ``encoder_input_features`` ``[frames, n_mels]``, ``decoder_inpu
 the prompt, greedy decoding for up to ``request_output_len`` tokens with ``embedding_bias``
 added to the logits and ``end_id`` barred for the first ``min_tokens``; it returns the new
 tokens (``exclude_input_in_output``), their count, the summed log-prob and, when asked, the
-raw logits of each step. The numbers come from the cpu export's ONNX graphs.
+raw logits of each step. The numbers come from the cpu export's ONNX graphs, encoded as the
+cpu runtime encodes them, padding bias included (``whisper_decode.padding_key_bias``), so
+that the transcripts can be compared with the cpu profile's. The real TensorRT-LLM encoder
+takes no such bias: on short windows its transcripts may differ where the cpu profile's do
+not (README, "Adaptive Whisper windows").
 """
 
 from __future__ import annotations

@@ -173,9 +173,60 @@ def test_encoder_graph_takes_any_window(whisper_export):
     )
     mel = np.random.default_rng(3).standard_normal((2, 80, 3000)).astype(np.float32) * 0.5
     for frames in (1000, 2000, 3000):
-        key, value = encoder.run(None, {"mel": mel[:, :, :frames]})
+        bias = np.zeros((2, frames // 2), np.float32)
+        key, value = encoder.run(None, {"mel": mel[:, :, :frames], "key_bias": bias})
         assert key.shape == (6, 2, 8, frames // 2, 64) and value.shape == key.shape
         assert np.isfinite(key).all()
+
+
+def test_padding_key_bias_weighs_a_short_windows_padding_as_30_s_would():
+    decode = load_backend_module("asr_whisper", "whisper_decode")
+    windows = np.full((2, 80, 1000), -0.5, np.float32)  # the floor everywhere: padding
+    windows[0, :, :300] = np.random.default_rng(5).uniform(0, 1, (80, 300))  # 3 s heard
+    windows[1, 7, 998] = 0.0  # one bin above the floor in the last frame: no padding
+    bias = decode.padding_key_bias(windows, 1500, guard=20)
+    assert bias.shape == (2, 500)
+    # mel frame 299 reaches encoder position 150; the 20 positions after it keep their
+    # weight, and the 329 beyond stand for the 1329 of a 30 s window
+    assert (bias[0, :171] == 0).all()
+    np.testing.assert_allclose(bias[0, 171:], np.log(1329 / 329), rtol=1e-6)
+    assert (bias[1] == 0).all()
+    # speech that leaves less than the guard before the window's end: no bias
+    windows[0, :, :970] = 1.0
+    assert (decode.padding_key_bias(windows, 1500, guard=20)[0] == 0).all()
+    # a 30 s window is Whisper's own: nothing to make up for
+    full = np.full((1, 80, 3000), -0.5, np.float32)
+    full[0, :, :300] = 1.0
+    assert (decode.padding_key_bias(full, 1500) == 0).all()
+
+
+def test_the_bias_encodes_a_short_window_nearer_to_30_s(whisper_export):
+    """Real speech, real weights: with the bias, a 10 s window's speech positions come out
+    of the encoder nearer to the 30 s window's than without it."""
+    import onnxruntime as ort
+
+    from benchmarks.speech import clips
+
+    decode = load_backend_module("asr_whisper", "whisper_decode")
+    log_mel = load_backend_module("asr_features", "log_mel")
+    filters = np.load(whisper_export / "mel_filters.npy")
+    encoder = ort.InferenceSession(
+        str(whisper_export / "encoder.onnx"), providers=["CPUExecutionProvider"]
+    )
+    _, audio = clips()[0]  # a 3 s sentence
+    full = log_mel.LogMel(filters)(audio)
+    short = log_mel.LogMel(filters, window_floor_s=10, window_margin_s=2)(audio)
+    speech = int(np.ceil(len(audio) / 320))  # encoder positions of the clip itself
+
+    def keys(window: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        return encoder.run(None, {"mel": window, "key_bias": bias})[0][:, 0, :, :speech]
+
+    reference = keys(full, np.zeros((1, 1500), np.float32))
+    bias = decode.padding_key_bias(short, 1500)
+    assert bias.max() > 1.0  # 10 s keeps about a quarter of a 30 s window's padding
+    biased = np.abs(keys(short, bias) - reference).mean()
+    plain = np.abs(keys(short, np.zeros_like(bias)) - reference).mean()
+    assert biased < 0.7 * plain, (biased, plain)
 
 
 def test_windows_of_different_lengths_decode_in_their_own_batches(whisper_export):

@@ -6,6 +6,9 @@ from the batch). The decoder takes each layer's caches as inputs of their own; t
 encoder's stacked cross-attention K/V are handed over layer by layer as numpy views, so
 no step copies them. The rules follow Hugging Face's greedy ``generate`` (whisper_rules.py):
 ``suppress_tokens`` at every step, ``begin_suppress_tokens`` at the first.
+
+A window shorter than 30 s gets a self-attention key bias on its padding
+(:func:`padding_key_bias`), so that its speech is encoded as the 30 s window encodes it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,52 @@ import onnxruntime as ort
 from whisper_rules import WhisperRules, WindowResult, log_softmax
 
 Cache = list[np.ndarray]  # a layer's keys or values each, [B, H, T, Dh]
+
+
+# Encoder positions (20 ms each) right after the speech that keep their own weight.
+PADDING_GUARD = 20
+
+
+def padding_key_bias(
+    windows: np.ndarray, full_positions: int, guard: int = PADDING_GUARD
+) -> np.ndarray:
+    """``[B, n_mels, F]`` log-mel windows -> ``[B, F/2]`` encoder self-attention key bias.
+
+    Whisper was trained on 30 s windows: a 3 s question is followed by 27 s of padding, and
+    every self-attention query of the encoder spreads part of its weight over those 1,350
+    padding keys. A 10 s window keeps 350 of them, so the speech frames' queries weigh the
+    padding less and the speech more, and the transcript of a short clip changes now and
+    then (in either direction). Adding ``log(padding in 30 s / padding here)`` to the
+    padding keys' logits gives the padding the total weight it has in the 30 s window, as if
+    each kept padding key stood for the ones cut off.
+
+    Only the far padding is alike, though: the ``guard`` positions right after the speech
+    still carry its context (through the convolutions and attention) and keep their own
+    weight. Weighting them up too made transcripts worse more often than better. On 180
+    short spoken questions, a 10 s window with this bias (0.4 s guard) gave 27 transcripts
+    that differ from the 30 s window's (10 worse, 12 better) where it gave 49 without
+    (21 worse, 24 better), at the same speed.
+
+    Padding is the run of frames at the end of a window where every mel bin sits at the
+    window's floor (``max - 8``, what zeros give); the encoder halves the frames (its second
+    convolution has stride 2) and each of its positions sees three mel frames, so speech
+    covers ``ceil(frames / 2) + 1`` positions. A 30 s window, or one with no far padding,
+    gets zeros: Whisper unchanged.
+    """
+    batch, _, frames = windows.shape
+    positions = frames // 2
+    bias = np.zeros((batch, positions), np.float32)
+    if positions >= full_positions:
+        return bias
+    floor = windows.min(axis=(1, 2), keepdims=True)[:, 0]  # [B, 1]
+    live = (windows > floor[:, None] + 1e-6).any(axis=1)  # [B, F]: a frame above the floor
+    for row in range(batch):
+        heard = np.flatnonzero(live[row])
+        speech = (int(heard[-1]) + 2) // 2 + 1 if len(heard) else 0
+        far = speech + guard
+        if far < positions:
+            bias[row, far:] = np.log((full_positions - far) / (positions - far))
+    return bias
 
 
 def share_threads(intra_op_threads: int) -> None:
@@ -79,12 +128,20 @@ class WhisperGreedy(WhisperRules):
                 f"{folder / 'decoder.onnx'} does not take a cache per layer (an export older "
                 "than exporter version 5); export Whisper again with `june export whisper`"
             )
+        if {i.name for i in self.encoder.get_inputs()} != {"mel", "key_bias"}:
+            raise ValueError(
+                f"{folder / 'encoder.onnx'} does not take a key bias (an export older than "
+                "exporter version 6); export Whisper again with `june export whisper`"
+            )
+        self.full_positions = int(m["n_frames"]) // 2
 
     # --- decoding -----------------------------------------------------------------------
     def encode(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys, values = [], []
+        bias = padding_key_bias(windows, self.full_positions)
         for start in range(0, len(windows), self.max_encoder_batch):
-            k, v = self.encoder.run(None, {"mel": windows[start : start + self.max_encoder_batch]})
+            part = slice(start, start + self.max_encoder_batch)
+            k, v = self.encoder.run(None, {"mel": windows[part], "key_bias": bias[part]})
             keys.append(k)
             values.append(v)
         return np.concatenate(keys, axis=1), np.concatenate(values, axis=1)

@@ -13,6 +13,11 @@ window of every batched request is in flight at once (the engine batches them in
 
 ``Engine`` is the boundary: it sends many requests' tensors at once and returns each one's
 output tensors. Inside Triton it is a set of concurrent BLS calls (:class:`TritonEngine`).
+
+TensorRT-LLM's Whisper encoder takes no attention bias, so a short window's padding is not
+re-weighted here as the cpu runtime does it (``whisper_decode.padding_key_bias``): on a GPU
+the window floor can be 30 s at little cost, or the short-window transcripts differ from
+the 30 s window's a little more often.
 """
 
 from __future__ import annotations
