@@ -56,7 +56,8 @@ def composing_models(repository: Path, pipeline: str) -> list[str]:
 @dataclass
 class PipelineHealth:
     ok: bool = True
-    checked_at: float = 0.0
+    # monotonic time of the last look; never looked at is -inf, not 0 (the clock's 0 is boot)
+    checked_at: float = float("-inf")
     detail: str = ""
 
 
@@ -133,8 +134,9 @@ class ModelDoctor:
             await self.heal(model, why="its backend process died")
         now = time.monotonic()
         for pipeline in self.pipelines:
-            last_ok = self.gateway.last_ok.get(pipeline, 0.0)
-            if now - last_ok < self.interval and pipeline not in suspects:
+            # never answered: probe it (the monotonic clock starts at boot, not at -inf)
+            last_ok = self.gateway.last_ok.get(pipeline)
+            if last_ok is not None and now - last_ok < self.interval and pipeline not in suspects:
                 self._mark(pipeline, True, "")
                 continue
             await self.probe(pipeline)

@@ -140,6 +140,52 @@ async def test_the_doctors_probe_is_never_queued_behind_stuck_requests(tmp_path)
     await gateway.close()
 
 
+async def test_a_pipeline_that_never_answered_is_probed_on_a_fresh_boot(tmp_path, monkeypatch):
+    """The monotonic clock starts near zero at boot: a pipeline with no success yet must be
+    probed even when less than a probe interval has passed since boot, not reported up."""
+    from orchestrator.config import Settings
+    from orchestrator.triton.client import TritonGateway, TritonUnavailable
+    from orchestrator.triton.doctor import ModelDoctor
+
+    monkeypatch.setattr("orchestrator.triton.doctor.time.monotonic", lambda: 60.0)
+    settings = Settings(_env_file=None, model_repository=tmp_path, health_probe_interval_s=3600)
+    gateway = TritonGateway("127.0.0.1:1")
+    asked = []
+
+    async def embed(texts, **kwargs):
+        asked.append(texts)
+        raise TritonUnavailable("Triton at 127.0.0.1:1 is unreachable")
+
+    gateway.embed = embed  # type: ignore[method-assign]
+    doctor = ModelDoctor(gateway, settings)
+    doctor.pipelines = ("embed",)
+    doctor.health = {"embed": doctor.health["embed"]}
+    try:
+        await doctor.round()
+        assert asked, "the doctor took a pipeline that never answered for up"
+        assert doctor.report()["embed"].startswith("down")
+    finally:
+        await gateway.close()
+
+
+async def test_a_pipeline_never_checked_is_stale_on_a_fresh_boot(tmp_path, monkeypatch):
+    """/health wakes the doctor for a pipeline never looked at, even an hour after boot."""
+    from orchestrator.config import Settings
+    from orchestrator.triton.client import TritonGateway
+    from orchestrator.triton.doctor import ModelDoctor
+
+    monkeypatch.setattr("orchestrator.triton.doctor.time.monotonic", lambda: 3600.0)
+    settings = Settings(_env_file=None, model_repository=tmp_path, health_probe_interval_s=3600)
+    gateway = TritonGateway("127.0.0.1:1")
+    try:
+        doctor = ModelDoctor(gateway, settings)
+        assert not doctor._wake.is_set()
+        doctor.report()
+        assert doctor._wake.is_set()
+    finally:
+        await gateway.close()
+
+
 async def test_a_pipeline_found_down_is_probed_again_soon(tmp_path):
     """With a long idle interval, a pipeline found down must still come back up in /health
     once its model answers again (Triton restarted), without real traffic."""
