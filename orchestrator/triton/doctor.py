@@ -53,11 +53,14 @@ def composing_models(repository: Path, pipeline: str) -> list[str]:
     return list(dict.fromkeys(_STEP_MODEL.findall(config)))
 
 
+# "Never" on the monotonic clock: its 0 is the machine's boot, which can be minutes ago.
+NEVER = float("-inf")
+
+
 @dataclass
 class PipelineHealth:
     ok: bool = True
-    # monotonic time of the last look; never looked at is -inf, not 0 (the clock's 0 is boot)
-    checked_at: float = float("-inf")
+    checked_at: float = NEVER  # monotonic time of the last look
     detail: str = ""
 
 
@@ -134,9 +137,8 @@ class ModelDoctor:
             await self.heal(model, why="its backend process died")
         now = time.monotonic()
         for pipeline in self.pipelines:
-            # never answered: probe it (the monotonic clock starts at boot, not at -inf)
-            last_ok = self.gateway.last_ok.get(pipeline)
-            if last_ok is not None and now - last_ok < self.interval and pipeline not in suspects:
+            last_ok = self.gateway.last_ok.get(pipeline, NEVER)
+            if now - last_ok < self.interval and pipeline not in suspects:
                 self._mark(pipeline, True, "")
                 continue
             await self.probe(pipeline)
