@@ -286,41 +286,6 @@ def test_decoder_takes_a_cache_per_layer_and_refuses_an_older_graph(whisper_expo
         decode.WhisperGreedy(old, intra_op_threads=1)
 
 
-def test_shared_thread_pool_serves_both_graphs(whisper_export):
-    """The Triton stub runs the encoder and the decoder on one process-wide pool. It is set
-    once per process: a second model in the same process shares it, and decodes the same.
-    (In a subprocess: the pool binds every later session of its process.)"""
-    import subprocess
-    import sys
-    import textwrap
-
-    from orchestrator.config import REPO_ROOT
-
-    backend = [str(REPO_ROOT / "model_repository" / d) for d in ("asr_whisper/1", "common")]
-    script = textwrap.dedent(
-        f"""
-        import sys
-        from pathlib import Path
-        import numpy as np
-        sys.path[:0] = {backend!r}
-        from whisper_decode import WhisperGreedy
-        folder = Path({str(whisper_export)!r})
-        mel = np.random.default_rng(5).standard_normal((1, 80, 1000)).astype(np.float32) * 0.5
-        first = WhisperGreedy(folder, intra_op_threads=2, shared_threads=True)
-        second = WhisperGreedy(folder, intra_op_threads=2, shared_threads=True)
-        a = first.decode_live(mel, ["en"])[0].tokens
-        b = second.decode_live(mel, ["en"])[0].tokens
-        assert a == b and len(a) > 0, (a, b)
-        print("shared", len(a))
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("shared ")
-
-
 def test_decoder_refuses_unknown_languages(whisper_export):
     decode = load_backend_module("asr_whisper", "whisper_decode")
     whisper = decode.WhisperGreedy(whisper_export, intra_op_threads=1)

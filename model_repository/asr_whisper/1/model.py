@@ -46,12 +46,7 @@ def _runtime(config: dict, folder: Path) -> WhisperRules:
         )
     from whisper_decode import WhisperGreedy
 
-    # This stub process holds only Whisper's two sessions: they share one thread pool.
-    return WhisperGreedy(
-        folder,
-        intra_op_threads=int_parameter(config, "intra_op_threads", 0),
-        shared_threads=True,
-    )
+    return WhisperGreedy(folder, intra_op_threads=int_parameter(config, "intra_op_threads", 0))
 
 
 class TritonPythonModel:

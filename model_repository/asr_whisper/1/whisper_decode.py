@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnx_graph import cpu_session_options
 from whisper_rules import WhisperRules, WindowResult, log_softmax
 
 Cache = list[np.ndarray]  # a layer's keys or values each, [B, H, T, Dh]
@@ -68,25 +69,6 @@ def padding_key_bias(
     return bias
 
 
-def share_threads(intra_op_threads: int) -> None:
-    """One intra-op thread pool for every ONNX Runtime session of this process.
-
-    The encoder and the decoder run one after the other. Each session's own pool spins for
-    a while after its run, so on 2 cores the encoder's idle workers took a core from the
-    first decoder steps, and the decoder's from the next encoder run (measured in process
-    on 5 s clips: 7.0 -> 5.4 ms per token, 300 -> 265 ms per encoder run). A shared pool
-    has no idle rival. It is process-wide, and every later session must then use it, so
-    only a process that holds nothing else calls this: the Triton stub of ``asr_whisper``.
-    """
-    from onnxruntime.capi import _pybind_state
-
-    try:
-        _pybind_state.set_global_thread_pool_sizes(max(0, intra_op_threads), 1)
-    except Exception as exc:  # already created: this process shares them already
-        if "already been created" not in str(exc):
-            raise
-
-
 class WhisperGreedy(WhisperRules):
     def __init__(
         self,
@@ -94,19 +76,12 @@ class WhisperGreedy(WhisperRules):
         *,
         intra_op_threads: int = 0,
         max_encoder_batch: int = 4,
-        shared_threads: bool = False,
     ) -> None:
-        """``shared_threads``: run both graphs on the process's one thread pool (see
-        :func:`share_threads`), sized by ``intra_op_threads``."""
+        """Both graphs stop their threads spinning when a run returns: with a pool each
+        left spinning, the idle one took a core from the other (see
+        :func:`onnx_graph.cpu_session_options`)."""
         super().__init__(folder)
-        options = ort.SessionOptions()
-        if shared_threads:
-            share_threads(intra_op_threads)
-            options.use_per_session_threads = False
-        else:
-            if intra_op_threads > 0:
-                options.intra_op_num_threads = intra_op_threads
-            options.inter_op_num_threads = 1
+        options = cpu_session_options(intra_op_threads)
         providers = ["CPUExecutionProvider"]
         self.encoder = ort.InferenceSession(
             str(folder / "encoder.onnx"), options, providers=providers

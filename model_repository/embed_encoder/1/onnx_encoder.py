@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnx_graph import cpu_session_options
 
 
 class RaggedBatchEncoder:
@@ -19,13 +20,10 @@ class RaggedBatchEncoder:
     def __init__(
         self, onnx_file: Path, *, intra_op_threads: int = 0, micro_batch_rows: int = 32
     ) -> None:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads > 0:
-            options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
-            str(onnx_file), sess_options=options, providers=["CPUExecutionProvider"]
+            str(onnx_file),
+            sess_options=cpu_session_options(intra_op_threads),
+            providers=["CPUExecutionProvider"],
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnx_graph import cpu_session_options
 
 
 class VitsVoice:
     def __init__(self, onnx_file: Path, *, intra_op_threads: int = 0) -> None:
-        options = ort.SessionOptions()
-        if intra_op_threads > 0:
-            options.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(
-            str(onnx_file), sess_options=options, providers=["CPUExecutionProvider"]
+            str(onnx_file),
+            sess_options=cpu_session_options(intra_op_threads),
+            providers=["CPUExecutionProvider"],
         )
         self.multi_speaker = "sid" in {i.name for i in self.session.get_inputs()}
 

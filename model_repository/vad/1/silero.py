@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnx_graph import cpu_session_options
 
 SAMPLE_RATE = 16000
 FRAME = 512
@@ -28,9 +29,7 @@ STATE_SIZE = RECURRENT + CONTEXT  # a stream's state: recurrent state, then cont
 
 class SileroVad:
     def __init__(self, model: Path, *, threads: int = 1) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
+        options = cpu_session_options(max(1, threads))
         self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         names = {i.name for i in self.session.get_inputs()}
         if names != {"input", "state", "sr"}:
