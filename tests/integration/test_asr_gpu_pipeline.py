@@ -53,6 +53,7 @@ def gpu_asr(tmp_path_factory, cache_dir, trtllm_builds, whisper_export):
     shutil.copy2(STANDIN, trt / "1" / "model.py")
     for code in ("whisper_decode.py", "whisper_rules.py"):
         shutil.copy2(BACKEND / code, trt / "1" / code)
+    shutil.copy2(BACKEND.parent.parent / "common" / "onnx_graph.py", trt / "1" / "onnx_graph.py")
     # the stand-in decodes with the graphs the cpu profile serves (its default precision)
     served = export_whisper(
         "whisper-base",
