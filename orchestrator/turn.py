@@ -712,7 +712,9 @@ async def collect(events: AsyncIterator[Event]) -> tuple[TurnResult, bytes]:
     return result, bytes(audio)
 
 
-_CLAUSE_END = re.compile(r"(?<=\w[,;:])\s+(?=\S)")
+# A clause ends at a comma, semicolon or colon followed by more text, or at one that ends
+# the text so far after a letter: that needs no next token to tell it from "1,000".
+_CLAUSE_END = re.compile(r"(?<=\w[,;:])\s+(?=\S)|(?<=[^\W\d_][,;:])$")
 MIN_CLAUSE_PART_WORDS = 3
 
 

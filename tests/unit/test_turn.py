@@ -18,6 +18,16 @@ def test_sentence_buffer_hands_out_the_first_clause_early():
     assert buffer.flush() == ["Then"]
 
 
+def test_first_clause_goes_out_with_its_comma_not_the_next_token():
+    buffer = SentenceBuffer(first_clause_words=4)
+    assert buffer.push("The printer is on the fourth floor") == []
+    assert buffer.push(",") == ["The printer is on the fourth floor,"]
+    # after a digit a comma may be a thousands separator: wait for the next token
+    buffer = SentenceBuffer(first_clause_words=4)
+    assert buffer.push("The new printer cost 1,") == []
+    assert buffer.push("200 dollars in all, and") == ["The new printer cost 1,200 dollars in all,"]
+
+
 def test_sentence_buffer_hands_out_complete_sentences_only():
     buffer = SentenceBuffer(first_clause_words=100)
     assert buffer.push("The printer is on the fou") == []
