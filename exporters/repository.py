@@ -64,6 +64,8 @@ class ModelSpec:
     engine: str | None = None
 
 
+_VITS_FILES = {"front.onnx": "front.onnx", "decoder.onnx": "decoder.onnx"}
+
 # The pipelines, in the order data flows through them.
 _VAD = ModelSpec("vad", export="vad", artifacts={"vad.onnx": "vad.onnx"})
 MODELS: tuple[ModelSpec, ...] = (
@@ -100,7 +102,7 @@ MODELS: tuple[ModelSpec, ...] = (
     # synthesise: the embedded default voice
     ModelSpec("tts_piper", python_backend=NO_CODE),
     ModelSpec("tts_piper_frontend", export="piper", artifacts={"voice.json": "voice.json"}),
-    ModelSpec("tts_piper_vits", export="piper", artifacts={"voice.onnx": "voice.onnx"}),
+    ModelSpec("tts_piper_vits", export="piper", artifacts=_VITS_FILES),
 )
 
 # The gpu profile: Whisper and the LLM run as TensorRT-LLM engines in the NGC
@@ -267,7 +269,8 @@ def _llm_vars(export_dir: Path) -> dict[str, str]:
 
 
 def _piper_vars(export_dir: Path) -> dict[str, str]:
-    return {"tts_voice_source": ExportInfo.read(export_dir).source}
+    info = ExportInfo.read(export_dir)
+    return {"tts_voice_source": info.source, "tts_voice_gain": str(info.extra["gain"])}
 
 
 def _tts_vars(export_dir: Path) -> dict[str, str]:

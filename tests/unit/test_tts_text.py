@@ -92,25 +92,86 @@ def test_piper_frontend_limits_and_empty(frontend):
     assert empty.ids.size == 0 and empty.lengths.size == 0
 
 
-def test_vits_equals_piper_standalone_without_noise(frontend):
+@pytest.fixture(scope="module")
+def piper_export(cache_dir):
+    from exporters.piper import export_piper
+
+    return export_piper(None, cache_dir=cache_dir)
+
+
+def served_voice(piper_export, gain: float | None = None):
+    from exporters.common import ExportInfo
+
+    vits = load_backend_module("tts_piper_vits", "vits")
+    gain = gain if gain is not None else float(ExportInfo.read(piper_export).extra["gain"])
+    return vits.VitsVoice(piper_export / "front.onnx", piper_export / "decoder.onnx", gain=gain)
+
+
+def no_noise(frontend, text: str):
+    batch = frontend(text)
+    return batch, np.array([0.0, batch.scales[1], 0.0], dtype=np.float32)
+
+
+def test_vits_equals_piper_standalone_without_noise(frontend, piper_export):
+    """The split graphs at gain 1 are Piper's voice: each sentence equals piper-tts's raw
+    audio (before its peak normalisation), wherever the limiter leaves it alone."""
     from piper import PiperVoice, SynthesisConfig
 
     model, config = piper_voice_paths()
     voice = PiperVoice.load(model, config_path=config)
     text = "The train leaves at noon. Do not be late."
-    no_noise = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-    expected = np.concatenate([c.audio_float_array for c in voice.synthesize(text, no_noise)])
-    vits = load_backend_module("tts_piper_vits", "vits").VitsVoice(model)
-    batch = frontend(text)
-    scales = np.array([0.0, batch.scales[1], 0.0], dtype=np.float32)
-    audio = vits(batch.ids, batch.lengths, scales, -1)
+    plain = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, normalize_audio=False)
+    expected = np.concatenate([c.audio_float_array for c in voice.synthesize(text, plain)])
+    batch, scales = no_noise(frontend, text)
+    audio = served_voice(piper_export, gain=1.0)(batch.ids, batch.lengths, scales, -1)
     assert audio.shape == expected.shape
+    assert np.abs(expected).max() < 0.9  # below the limiter's knee: nothing limited
     np.testing.assert_allclose(audio, expected, atol=1e-4)
 
 
-def test_vits_rejects_inconsistent_lengths():
-    model, _ = piper_voice_paths()
-    vits = load_backend_module("tts_piper_vits", "vits").VitsVoice(model)
+def test_streamed_sentence_equals_the_whole(frontend, piper_export):
+    """The first 24 frames come as their own piece, and the pieces join into exactly the
+    sentence decoded at once: the decoder's context covers its receptive field."""
+    voice = served_voice(piper_export)
+    batch, scales = no_noise(frontend, "Parking is free after six, and the garage is open.")
+    whole = voice(batch.ids, batch.lengths, scales, -1)
+    pieces = list(voice.stream(batch.ids, batch.lengths, scales, -1, first_frames=24))
+    assert [p.size for p in pieces[:1]] == [24 * 256]
+    assert len(pieces) == 2 * batch.lengths.size
+    np.testing.assert_allclose(np.concatenate(pieces), whole, atol=1e-5)
+
+
+def test_voice_gain_is_fixed_and_limited(frontend, piper_export):
+    """One gain for every sentence (a quiet sentence stays quieter than a loud one, unlike
+    Piper's per-sentence peak rule), and the limiter keeps every sample inside full scale."""
+    vits = load_backend_module("tts_piper_vits", "vits")
+    quiet_gain, loud_gain = served_voice(piper_export, gain=1.0), served_voice(piper_export, 4.0)
+    batch, scales = no_noise(frontend, "Yes.")
+    quiet = quiet_gain(batch.ids, batch.lengths, scales, -1)
+    loud = loud_gain(batch.ids, batch.lengths, scales, -1)
+    assert np.abs(loud).max() <= 1.0 < 4.0 * np.abs(quiet).max()
+    below = np.abs(4.0 * quiet) < vits.KNEE
+    np.testing.assert_allclose(loud[below], 4.0 * quiet[below], atol=1e-4)
+    curve = vits.limit(np.array([-0.95, 0.5, 0.9, 0.95, 10.0], dtype=np.float32))
+    assert curve[1:3].tolist() == pytest.approx([0.5, 0.9])  # the identity up to the knee
+    assert 0.9 < curve[3] < 0.95 and 0.99 < curve[4] <= 1.0  # then bent towards full scale
+    assert curve[0] == -curve[3]  # symmetric
+
+
+def test_export_gain_puts_typical_peaks_below_full_scale(piper_export):
+    from exporters.common import ExportInfo
+    from exporters.piper import TARGET_PEAK
+
+    info = ExportInfo.read(piper_export)
+    assert info.exporter_version == "2"
+    assert {"front.onnx", "decoder.onnx"} <= set(info.artifacts)
+    gain = float(info.extra["gain"])
+    assert 1.0 < gain < 4.0  # raw Piper peaks sit around -5 dBFS: the voice is lifted
+    assert TARGET_PEAK / gain < 1.0
+
+
+def test_vits_rejects_inconsistent_lengths(piper_export):
+    vits = served_voice(piper_export)
     ids = np.array([1, 2, 3], dtype=np.int64)
     with pytest.raises(ValueError, match="do not add up"):
         vits(ids, np.array([5], dtype=np.int64), np.ones(3, np.float32), -1)
