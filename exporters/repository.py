@@ -62,6 +62,8 @@ class ModelSpec:
     python_backend: dict[Profile, bool] = field(default_factory=lambda: {"cpu": True, "gpu": True})
     # gpu: the artifacts come from this TensorRT-LLM build folder instead (files or folders)
     engine: str | None = None
+    # the python-backend code comes from this template folder (one code, two configs)
+    code_from: str | None = None
 
 
 _VITS_FILES = {"front.onnx": "front.onnx", "decoder.onnx": "decoder.onnx"}
@@ -103,6 +105,11 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("tts_piper", python_backend=NO_CODE),
     ModelSpec("tts_piper_frontend", export="piper", artifacts={"voice.json": "voice.json"}),
     ModelSpec("tts_piper_vits", export="piper", artifacts=_VITS_FILES),
+    # the same voice streamed: a sentence's first 0.3 s of audio before the rest is decoded
+    ModelSpec("tts_piper_stream", python_backend=NO_CODE),
+    ModelSpec(
+        "tts_piper_vits_stream", export="piper", artifacts=_VITS_FILES, code_from="tts_piper_vits"
+    ),
 )
 
 # The gpu profile: Whisper and the LLM run as TensorRT-LLM engines in the NGC
@@ -190,6 +197,7 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
         "llm_nice": "10",
         "llm_warm_system_prompt": "1",
         "tts_max_chars": "5000",
+        "tts_first_frames": "24",
     },
     "gpu": {
         # the GPU is shared: the LLM's KV cache, then Whisper's, take these fractions
@@ -205,6 +213,7 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, str]] = {
         "instance_count": "1",
         "intra_op_threads": "0",
         "tts_max_chars": "5000",
+        "tts_first_frames": "24",
     },
 }
 
@@ -549,7 +558,8 @@ def _build_model(
     )
 
     if spec.python_backend[profile]:
-        for code in sorted((src / "1").glob("*.py")):
+        code_dir = templates / (spec.code_from or spec.name) / "1"
+        for code in sorted(code_dir.glob("*.py")):
             shutil.copy2(code, version_dir / code.name)
         for code in sorted(COMMON_BACKEND_DIR.glob("*.py")):
             shutil.copy2(code, version_dir / code.name)

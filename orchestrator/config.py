@@ -213,6 +213,11 @@ class Settings(BaseSettings):
     tts_max_audio_seconds: float = Field(
         600.0, gt=0, description="Most speech one request may make; more gets 413."
     )
+    tts_stream_first_sentence: bool = Field(
+        True,
+        description="Speak a reply's first sentence with the streamed Piper voice "
+        "(tts_piper_stream): its first ~0.3 s of audio goes out before the rest is decoded.",
+    )
 
     # --- the voice turn -----------------------------------------------------------------
     rag_top_k: int = Field(3, ge=1, le=20, description="Passages retrieved for each turn.")
@@ -447,6 +452,12 @@ class Settings(BaseSettings):
     def tts_model(self) -> str:
         """The Triton model that speaks: the FastPitch ensemble when its checkpoints are set."""
         return "tts" if self.tts_acoustic and self.tts_vocoder else "tts_piper"
+
+    @property
+    def tts_stream_model(self) -> str | None:
+        """The streamed voice for a reply's first sentence (Piper only), or None."""
+        streams = self.tts_model == "tts_piper" and self.tts_stream_first_sentence
+        return "tts_piper_stream" if streams else None
 
     @property
     def traces_endpoint(self) -> str | None:

@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from types import ModuleType
 
 from opentelemetry.trace import Span
@@ -63,6 +64,35 @@ def _cut_words(text: str, max_chars: int) -> list[str]:
     return out
 
 
+@dataclass
+class _Synthesis:
+    """One sentence being synthesised: its audio pieces as they arrive (one, or with the
+    streamed voice the first ~0.3 s and then the rest), and what of it was handed on."""
+
+    sentence: str
+    estimate_s: float  # how long it should take to say: shares its words among the pieces
+    pieces: list[Speech] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a piece, since cleared
+    task: asyncio.Task[None] | None = None
+    words_out: int = 0
+    seconds_out: float = 0.0
+
+    def take(self, finished: bool) -> tuple[str, Speech]:
+        """The next piece with the words it says: its share of the sentence's, by time; the
+        last piece of a finished sentence gets what is left."""
+        speech = self.pieces.pop(0)
+        words = self.sentence.split()
+        self.seconds_out += speech.seconds
+        if finished and not self.pieces:
+            upto = len(words)
+        else:
+            share = round(len(words) * self.seconds_out / self.estimate_s)
+            upto = max(self.words_out, min(len(words) - 1, share))
+        text = " ".join(words[self.words_out : upto])
+        self.words_out = upto
+        return text, speech
+
+
 class SentenceSpeaker:
     """Synthesises sentences in the order they are added, at most ``ahead`` at once.
 
@@ -70,6 +100,11 @@ class SentenceSpeaker:
     ``/v1/speak`` adds them all at once. :meth:`ready` hands over what is finished
     without waiting; :meth:`drain` waits for the rest. Sentences with nothing speakable
     in them (an emoji line) give empty audio.
+
+    With ``stream_model`` (a decoupled voice), the first sentence is streamed: its first
+    ~0.3 s of audio is handed over as soon as it is decoded, then the rest, each piece with
+    its share of the sentence's words. The sentences after it are synthesised whole while
+    it plays; the streamed voice and the whole one give the same audio, at the same gain.
     """
 
     def __init__(
@@ -77,6 +112,7 @@ class SentenceSpeaker:
         triton: TritonGateway,
         *,
         model: str,
+        stream_model: str | None = None,
         pace: float | None = None,
         speaker: int | None = None,
         ahead: int = 2,
@@ -85,13 +121,15 @@ class SentenceSpeaker:
     ) -> None:
         self.triton = triton
         self.model = model
+        self.stream_model = stream_model
         self.pace = pace
         self.speaker = speaker
         self.ahead = ahead
         self.deadline = deadline
         self.parent = parent  # each sentence's span goes under it (the turn's)
         self._waiting: list[str] = []
-        self._running: list[tuple[str, asyncio.Task[Speech]]] = []
+        self._running: list[_Synthesis] = []
+        self._started = 0
 
     def add(self, sentence: str) -> None:
         if sentence.strip():
@@ -101,39 +139,72 @@ class SentenceSpeaker:
     def _fill(self) -> None:
         while self._waiting and len(self._running) < self.ahead:
             sentence = self._waiting.pop(0)
-            task = asyncio.create_task(self._synthesise(sentence))
-            self._running.append((sentence, task))
+            estimate = max(spoken_seconds(sentence, self.pace or 1.0), 0.1)
+            synthesis = _Synthesis(sentence, estimate)
+            streamed = self.stream_model is not None and self._started == 0
+            synthesis.task = asyncio.create_task(self._synthesise(synthesis, streamed))
+            self._running.append(synthesis)
+            self._started += 1
 
-    async def _synthesise(self, sentence: str) -> Speech:
+    async def _synthesise(self, synthesis: _Synthesis, streamed: bool) -> None:
         """One sentence, in its own task (its span is current there only)."""
-        with tracing.stage("synthesise", self.parent, **{"june.characters": len(sentence)}):
-            return await self.triton.synthesize(
-                sentence,
-                pace=self.pace,
-                speaker=self.speaker,
-                model=self.model,
-                deadline=self.deadline,
+        sentence = synthesis.sentence
+        attributes = {"june.characters": len(sentence), "june.streamed": streamed}
+        with tracing.stage("synthesise", self.parent, **attributes):
+            if streamed and self.stream_model is not None:
+                async for piece in self.triton.synthesize_stream(
+                    sentence,
+                    pace=self.pace,
+                    speaker=self.speaker,
+                    model=self.stream_model,
+                    deadline=self.deadline,
+                ):
+                    synthesis.pieces.append(piece)
+                    synthesis.arrived.set()
+                return
+            synthesis.pieces.append(
+                await self.triton.synthesize(
+                    sentence,
+                    pace=self.pace,
+                    speaker=self.speaker,
+                    model=self.model,
+                    deadline=self.deadline,
+                )
             )
 
-    async def ready(self) -> AsyncIterator[tuple[str, Speech]]:
-        """The finished sentences at the head of the queue, with their text, without waiting."""
-        while self._running and self._running[0][1].done():
-            sentence, task = self._running.pop(0)
-            speech = await task
-            self._fill()
-            yield sentence, speech
-
-    async def drain(self) -> AsyncIterator[tuple[str, Speech]]:
-        """Every sentence still to come, in order, with its text."""
+    async def _pieces(self, wait: bool) -> AsyncIterator[tuple[str, Speech]]:
         while self._running:
-            sentence, task = self._running.pop(0)
-            speech = await task
-            self._fill()
-            yield sentence, speech
+            head = self._running[0]
+            assert head.task is not None
+            if head.pieces:
+                yield head.take(finished=head.task.done())
+                continue
+            if head.task.done():
+                await head.task  # raises what the synthesis raised
+                self._running.pop(0)
+                self._fill()
+                continue
+            if not wait:
+                return
+            head.arrived.clear()
+            arrived = asyncio.ensure_future(head.arrived.wait())
+            try:
+                await asyncio.wait({head.task, arrived}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                arrived.cancel()
+
+    def ready(self) -> AsyncIterator[tuple[str, Speech]]:
+        """The pieces ready at the head of the queue, with their words, without waiting."""
+        return self._pieces(wait=False)
+
+    def drain(self) -> AsyncIterator[tuple[str, Speech]]:
+        """Every piece still to come, in order, with its words."""
+        return self._pieces(wait=True)
 
     def cancel(self) -> None:
-        for _, task in self._running:
-            task.cancel()
+        for synthesis in self._running:
+            if synthesis.task is not None:
+                synthesis.task.cancel()
         self._running.clear()
         self._waiting.clear()
 
@@ -143,14 +214,18 @@ async def speak(
     text: str,
     *,
     model: str,
+    stream_model: str | None = None,
     pace: float | None = None,
     speaker: int | None = None,
 ) -> AsyncIterator[Speech]:
-    """Synthesise ``text`` sentence by sentence, one sentence ahead of the consumer.
+    """Synthesise ``text`` sentence by sentence, one sentence ahead of the consumer; with
+    ``stream_model``, the first sentence's first ~0.3 s comes as a piece of its own.
 
     Sentences with nothing speakable in them (an emoji line) yield nothing.
     """
-    speaker_ = SentenceSpeaker(triton, model=model, pace=pace, speaker=speaker)
+    speaker_ = SentenceSpeaker(
+        triton, model=model, stream_model=stream_model, pace=pace, speaker=speaker
+    )
     for sentence in split_sentences(text):
         speaker_.add(sentence)
     try:

@@ -448,7 +448,11 @@ class TurnService:
 
     def speaker(self, deadline: float, parent: Span | None = None) -> SentenceSpeaker:
         return SentenceSpeaker(
-            self.triton, model=self.settings.tts_model, deadline=deadline, parent=parent
+            self.triton,
+            model=self.settings.tts_model,
+            stream_model=self.settings.tts_stream_model,
+            deadline=deadline,
+            parent=parent,
         )
 
     async def _respond(

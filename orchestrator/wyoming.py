@@ -269,7 +269,12 @@ class WyomingConnection:
 
     def speaker(self) -> SentenceSpeaker:
         deadline = time.monotonic() + self.settings.turn_deadline_s
-        return SentenceSpeaker(self.turns.triton, model=self.settings.tts_model, deadline=deadline)
+        return SentenceSpeaker(
+            self.turns.triton,
+            model=self.settings.tts_model,
+            stream_model=self.settings.tts_stream_model,
+            deadline=deadline,
+        )
 
     async def charge_text(self, text: str) -> None:
         try:

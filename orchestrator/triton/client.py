@@ -17,6 +17,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from opentelemetry.trace import Span
 from tritonclient.utils import InferenceServerException
 
 from orchestrator import metrics, tracing
@@ -138,6 +139,15 @@ def _tensor(name: str, dtype: str, value: np.ndarray) -> grpcclient.InferInput:
     tensor = grpcclient.InferInput(name, list(value.shape), dtype)
     tensor.set_data_from_numpy(value)
     return tensor
+
+
+def _tts_inputs(text: str, pace: float | None, speaker: int | None) -> list[grpcclient.InferInput]:
+    inputs = [_tensor("TEXT", "BYTES", np.array([text.encode("utf-8")], dtype=np.object_))]
+    if pace is not None:
+        inputs.append(_tensor("PACE", "FP32", np.array([pace], dtype=np.float32)))
+    if speaker is not None:
+        inputs.append(_tensor("SPEAKER", "INT32", np.array([speaker], dtype=np.int32)))
+    return inputs
 
 
 class TritonGateway:
@@ -405,11 +415,7 @@ class TritonGateway:
         deadline: float | None = None,
     ) -> Speech:
         """Text -> float32 mono audio at the voice's rate (empty: nothing speakable)."""
-        inputs = [_tensor("TEXT", "BYTES", np.array([text.encode("utf-8")], dtype=np.object_))]
-        if pace is not None:
-            inputs.append(_tensor("PACE", "FP32", np.array([pace], dtype=np.float32)))
-        if speaker is not None:
-            inputs.append(_tensor("SPEAKER", "INT32", np.array([speaker], dtype=np.int32)))
+        inputs = _tts_inputs(text, pace, speaker)
         try:
             result = await self._infer(
                 model,
@@ -424,6 +430,34 @@ class TritonGateway:
             audio=result.as_numpy("AUDIO").reshape(-1).astype(np.float32, copy=False),
             sample_rate=int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0]),
         )
+
+    async def synthesize_stream(
+        self,
+        text: str,
+        *,
+        pace: float | None = None,
+        speaker: int | None = None,
+        model: str = "tts_piper_stream",
+        deadline: float | None = None,
+    ) -> AsyncIterator[Speech]:
+        """Text -> its audio in pieces, each as soon as the decoupled voice has decoded it
+        (the first about 0.3 s long); joined, they are what :meth:`synthesize` returns.
+        Nothing speakable: no pieces. Closing the iterator early cancels the synthesis."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout_s + len(text) / 20
+        inputs = _tts_inputs(text, pace, speaker)
+        span = tracing.client_span(model, stream=True)
+        try:
+            async with self._slot(model, deadline):
+                async for result, _ in self._stream(model, inputs, deadline, TtsRequestError, span):
+                    if result.get_response().outputs:
+                        yield Speech(
+                            audio=result.as_numpy("AUDIO").reshape(-1).astype(np.float32),
+                            sample_rate=int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0]),
+                        )
+        finally:
+            span.end()
+        self.last_ok[model] = time.monotonic()
 
     async def chat_stream(
         self,
@@ -534,6 +568,56 @@ class TritonGateway:
         if seed is not None:
             inputs.append(_tensor("SEED", "INT64", np.array([seed], dtype=np.int64)))
 
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        prompt_tokens = completion_tokens = 0
+        span = tracing.client_span(model, stream=True)
+        try:
+            async for result, final in self._stream(model, inputs, deadline, LlmRequestError, span):
+                if result.get_response().outputs:
+                    delta = text.decode(result.as_numpy("TEXT")[0])
+                    completion_tokens += int(result.as_numpy("TOKEN_IDS").size)
+                    prompt_tokens = int(result.as_numpy("PROMPT_TOKENS")[0]) or prompt_tokens
+                    reason = result.as_numpy("FINISH_REASON")[0].decode()
+                    if reason:
+                        cached = result.as_numpy("CACHED_TOKENS")  # not on every profile
+                        cached_tokens = int(cached[0]) if cached is not None else 0
+                        span.set_attribute("june.cached_prompt_tokens", cached_tokens)
+                        yield ChatChunk(
+                            delta=delta + text.decode(b"", final=True),
+                            finish_reason=reason,
+                            prompt_tokens=prompt_tokens,
+                            completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
+                            cached_tokens=cached_tokens,
+                        )
+                        return
+                    if delta:
+                        yield ChatChunk(delta=delta)
+                if final:
+                    yield ChatChunk(
+                        delta=text.decode(b"", final=True),
+                        finish_reason="length" if completion_tokens >= max_tokens else "stop",
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                    )
+                    return
+        finally:
+            span.set_attribute("june.prompt_tokens", prompt_tokens)
+            span.set_attribute("june.completion_tokens", completion_tokens)
+            span.end()
+
+    async def _stream(
+        self,
+        model: str,
+        inputs: list[grpcclient.InferInput],
+        deadline: float,
+        refused: type[ModelRequestError],
+        span: Span,
+    ) -> AsyncIterator[tuple[grpcclient.InferResult, bool]]:
+        """The responses of one request to a decoupled model, each with whether it is the
+        last, under one deadline for the whole stream. Ends after the final response; closing
+        the iterator early (the client went away) cancels the gRPC stream, and with it the
+        request in the model. A refused request raises ``refused``."""
+
         async def requests() -> AsyncIterator[dict]:
             yield {
                 "model_name": model,
@@ -541,14 +625,12 @@ class TritonGateway:
                 "parameters": {"triton_enable_empty_final_response": True},
             }
 
-        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        prompt_tokens = completion_tokens = 0
         start = time.perf_counter()
-        span = tracing.client_span(model, stream=True)
         stream = self._client.stream_infer(
             inputs_iterator=requests(), headers=tracing.headers(span)
         )
         responses = aiter(stream)
+        prefix = f"{stage_of(model)}: "
         try:
             async with self._breaker(model) as broken:  # once for the whole stream
                 while True:
@@ -565,42 +647,18 @@ class TritonGateway:
                         failure = self._failed(model, status or "", message or "")
                         # A stream's error carries no status code: the model's own prefix
                         # says the request's content was refused.
-                        if "llm: " in message:
-                            raise LlmRequestError(message.split("llm: ", 1)[1]) from None
+                        if prefix in message:
+                            raise refused(message.split(prefix, 1)[1]) from None
                         if isinstance(failure, ModelRequestError):
-                            raise LlmRequestError(str(failure)) from None
+                            raise refused(str(failure)) from None
                         raise failure
                     response = result.get_response()
                     final = (
                         "triton_final_response" in response.parameters
                         and response.parameters["triton_final_response"].bool_param
                     )
-                    if response.outputs:
-                        delta = text.decode(result.as_numpy("TEXT")[0])
-                        completion_tokens += int(result.as_numpy("TOKEN_IDS").size)
-                        prompt_tokens = int(result.as_numpy("PROMPT_TOKENS")[0]) or prompt_tokens
-                        reason = result.as_numpy("FINISH_REASON")[0].decode()
-                        if reason:
-                            cached = result.as_numpy("CACHED_TOKENS")  # not on every profile
-                            cached_tokens = int(cached[0]) if cached is not None else 0
-                            span.set_attribute("june.cached_prompt_tokens", cached_tokens)
-                            yield ChatChunk(
-                                delta=delta + text.decode(b"", final=True),
-                                finish_reason=reason,
-                                prompt_tokens=prompt_tokens,
-                                completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
-                                cached_tokens=cached_tokens,
-                            )
-                            return
-                        if delta:
-                            yield ChatChunk(delta=delta)
+                    yield result, final
                     if final:
-                        yield ChatChunk(
-                            delta=text.decode(b"", final=True),
-                            finish_reason="length" if completion_tokens >= max_tokens else "stop",
-                            prompt_tokens=prompt_tokens,
-                            completion_tokens=completion_tokens,
-                        )
                         return
         except (
             TimeoutError,
@@ -616,8 +674,5 @@ class TritonGateway:
                 raise
             raise translated from exc
         finally:
-            span.set_attribute("june.prompt_tokens", prompt_tokens)
-            span.set_attribute("june.completion_tokens", completion_tokens)
-            span.end()
             stream.cancel()
             metrics.TRITON_LATENCY.labels(model=model).observe(time.perf_counter() - start)

@@ -33,7 +33,7 @@ def thinking_llm(client, monkeypatch):
     """The app's LLM stream, scripted; what the TTS is asked to say is recorded."""
     gateway = client.app.state.triton
     spoken: list[str] = []
-    synthesize = gateway.synthesize
+    synthesize, synthesize_stream = gateway.synthesize, gateway.synthesize_stream
 
     async def raw_stream(*args, **kwargs):
         for piece in PIECES:
@@ -47,9 +47,15 @@ def thinking_llm(client, monkeypatch):
         spoken.append(text)
         return await synthesize(text, **kwargs)
 
+    async def say_streamed(text: str, **kwargs):  # a reply's first sentence
+        spoken.append(text)
+        async for piece in synthesize_stream(text, **kwargs):
+            yield piece
+
     monkeypatch.setattr(gateway, "_chat_stream", raw_stream)
     monkeypatch.setattr(gateway, "thinking_mode", thinking_mode)
     monkeypatch.setattr(gateway, "synthesize", say)
+    monkeypatch.setattr(gateway, "synthesize_stream", say_streamed)
     return spoken
 
 

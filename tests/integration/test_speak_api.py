@@ -3,6 +3,7 @@
 the ASR pipeline, and bad text of every kind."""
 
 import logging
+import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,7 +14,7 @@ import tritonclient.grpc as grpcclient
 
 from benchmarks.speech import TTS_SENTENCES
 from orchestrator.audio import decode_audio
-from tests.conftest import load_backend_module
+from tests.conftest import load_backend_module, wav_bytes
 
 log = logging.getLogger(__name__)
 tts_text = load_backend_module("tts_piper_frontend", "tts_text")
@@ -23,6 +24,13 @@ def words(text: str) -> str:
     """What WER compares: both sides normalised as the voice reads them, no punctuation."""
     spoken = tts_text.normalise(text).lower().replace("-", " ")
     return " ".join("".join(c if c.isalnum() or c == "'" else " " for c in spoken).split())
+
+
+def heard(client, wav: bytes) -> str:
+    """The words ``/v1/transcribe`` hears in ``wav``, normalised as :func:`words` does."""
+    r = client.post("/v1/transcribe", files={"file": ("reply.wav", wav)}, data={"language": "en"})
+    assert r.status_code == 200, r.text
+    return words(r.json()["text"])
 
 
 def synthesize(client: grpcclient.InferenceServerClient, text: str, **extra) -> np.ndarray:
@@ -52,14 +60,8 @@ def test_intelligible_by_round_trip_through_asr(client):
     for sentence in TTS_SENTENCES:
         spoken = client.post("/v1/speak", json={"text": sentence, "format": "wav"})
         assert spoken.status_code == 200, spoken.text
-        heard = client.post(
-            "/v1/transcribe",
-            files={"file": ("reply.wav", spoken.content)},
-            data={"language": "en"},
-        )
-        assert heard.status_code == 200, heard.text
         references.append(words(sentence))
-        hypotheses.append(words(heard.json()["text"]))
+        hypotheses.append(heard(client, spoken.content))
     error = jiwer.wer(references, hypotheses)
     log.info("TTS round-trip WER over %d sentences: %.3f", len(TTS_SENTENCES), error)
     for ref, hyp in zip(references, hypotheses, strict=True):
@@ -156,8 +158,67 @@ def test_streamed_speech_arrives_sentence_by_sentence(client):
     with client.stream("POST", "/v1/speak", json={"text": text, "stream": True}) as r:
         assert r.status_code == 200
         chunks = [chunk for chunk in r.iter_bytes() if chunk]
-    assert len(chunks) >= 3  # one piece per sentence, then the encoder's tail
+    assert len(chunks) >= 4  # the first sentence in two pieces, one per sentence after it
     assert chunks[0].startswith(b"OggS")
-    first = decode_audio(chunks[0], max_seconds=60)  # playable on its own
+    # the first piece (0.28 s of the first sentence, less what the Opus encoder and the Ogg
+    # page still hold) is playable on its own, long before the whole reply
+    first = decode_audio(chunks[0], max_seconds=60)
     whole = decode_audio(b"".join(chunks), max_seconds=60)
-    assert 0.5 < len(first) / 16000 < len(whole) / 16000
+    assert 0 < len(first) / 16000 < 0.3 and len(whole) / 16000 > 3.0
+
+
+def stream_pieces(triton_url: str, text: str, *, hang_up_after: int | None = None) -> list:
+    """``text`` through the decoupled ``tts_piper_stream``: each response's AUDIO (or the
+    error), until the final response, or until ``hang_up_after`` pieces (then the stream
+    is closed, cancelling the request)."""
+    pieces: queue.Queue = queue.Queue(maxsize=64)
+    client = grpcclient.InferenceServerClient(triton_url)
+    client.start_stream(callback=lambda result, error: pieces.put((result, error)))
+    try:
+        tensor = grpcclient.InferInput("TEXT", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([text.encode()], dtype=np.object_))
+        client.async_stream_infer("tts_piper_stream", [tensor], enable_empty_final_response=True)
+        out: list = []
+        while hang_up_after is None or len(out) < hang_up_after:
+            result, error = pieces.get(timeout=60)
+            if error is not None:
+                return [error]
+            response = result.get_response()
+            if response.outputs:
+                assert result.as_numpy("SAMPLE_RATE").tolist() == [22050]
+                out.append(result.as_numpy("AUDIO"))
+            if response.parameters["triton_final_response"].bool_param:
+                break
+        return out
+    finally:
+        client.stop_stream(cancel_requests=True)
+        client.close()
+
+
+def test_streamed_voice_sends_its_first_piece_before_the_rest(triton, client):
+    """The first 24 frames (0.28 s) of the first sentence come as a piece of their own, then
+    the rest of each sentence; joined, the pieces are as intelligible as the whole voice
+    (the same 20 sentences and goal as the whole voice's test above)."""
+    sentences = TTS_SENTENCES
+    references, hypotheses = [], []
+    for sentence in sentences:
+        pieces = stream_pieces(triton.grpc_url, sentence)
+        assert len(pieces) >= 2 and pieces[0].size == 24 * 256
+        audio = np.concatenate(pieces)
+        assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
+        references.append(words(sentence))
+        hypotheses.append(heard(client, wav_bytes(audio, 22050)))
+    error = jiwer.wer(references, hypotheses)
+    log.info("streamed voice round-trip WER over %d sentences: %.3f", len(sentences), error)
+    assert error <= 0.10
+
+
+def test_streamed_voice_refuses_bad_text_and_survives_hang_ups(triton, grpc):
+    errors = stream_pieces(triton.grpc_url, "y" * 6000)
+    assert len(errors) == 1 and "limit is 5000" in str(errors[0])
+    assert stream_pieces(triton.grpc_url, "🎉") == []  # nothing speakable: no pieces
+    long = " ".join(TTS_SENTENCES[:8])
+    for _ in range(3):  # clients that leave after the first piece cancel their synthesis
+        assert len(stream_pieces(triton.grpc_url, long, hang_up_after=1)) == 1
+    assert len(stream_pieces(triton.grpc_url, "Still here, after all that.")) >= 2
+    assert grpc.is_model_ready("tts_piper_stream")

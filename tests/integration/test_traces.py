@@ -122,7 +122,12 @@ def test_a_voice_turn_is_one_trace_from_the_request_to_tritons_compute(
     llm = client_of(generate)
     assert [s.name for s in llm] == ["triton llm"] and llm[0].attributes["june.stream"]
     assert llm[0].attributes["june.completion_tokens"] > 0
-    for sentence in said:
+    said.sort(key=lambda s: s.start_time)  # the first sentence streamed, the rest whole
+    assert said[0].attributes["june.streamed"] and not any(
+        s.attributes["june.streamed"] for s in said[1:]
+    )
+    assert [s.name for s in client_of(said[0])] == ["triton tts_piper_stream"]
+    for sentence in said[1:]:
         assert [s.name for s in client_of(sentence)] == ["triton tts_piper"]
 
     # Triton's own spans join the same trace, under June's client spans. Triton 2.51 loses

@@ -1,5 +1,6 @@
 """Audio out: sentence splitting, format negotiation and the incremental encoders."""
 
+import asyncio
 import io
 import wave
 
@@ -9,7 +10,8 @@ from fastapi import HTTPException
 
 from orchestrator.api.routes.speech import choose_format
 from orchestrator.audio import OUTPUT_FORMATS, AudioEncoder, decode_audio, encode_audio
-from orchestrator.tts import split_sentences
+from orchestrator.triton.client import Speech
+from orchestrator.tts import SentenceSpeaker, split_sentences
 
 
 def test_split_sentences_keeps_order_and_punctuation():
@@ -95,3 +97,51 @@ def test_wav_whole_has_sizes_and_streamed_wav_says_unknown(tone):
     head = encoder.write(tone)
     assert head[4:8] == b"\xff\xff\xff\xff"
     assert head[head.find(b"data") + 4 :][:4] == b"\xff\xff\xff\xff"
+
+
+class VoiceOnTheBench:
+    """The two calls SentenceSpeaker makes of the gateway, answering at once with 0.1 s of
+    audio a word: whole, or (streamed) the first 0.3 s, then the rest, after ``release``."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.calls: list[tuple[str, str]] = []
+
+    async def synthesize(self, text: str, *, model: str, **_: object) -> Speech:
+        self.calls.append((model, text))
+        return Speech(np.zeros(len(text.split()) * 1000, np.float32), 10_000)
+
+    async def synthesize_stream(self, text: str, *, model: str, **_: object):
+        self.calls.append((model, text))
+        samples = len(text.split()) * 1000
+        yield Speech(np.zeros(3000, np.float32), 10_000)
+        await self.release.wait()
+        yield Speech(np.zeros(samples - 3000, np.float32), 10_000)
+
+
+async def test_first_sentence_streams_and_shares_its_words_among_its_pieces():
+    voice = VoiceOnTheBench()
+    speaker = SentenceSpeaker(voice, model="whole", stream_model="streamed")  # type: ignore[arg-type]
+    first = "one two three four five six seven eight nine ten"
+    speaker.add(first)
+    speaker.add("And a second sentence.")
+    await asyncio.sleep(0.01)
+    early = [(text, speech.seconds) async for text, speech in speaker.ready()]
+    assert voice.calls == [("streamed", first), ("whole", "And a second sentence.")]
+    assert len(early) == 1 and early[0][1] == pytest.approx(0.3)  # before the rest exists
+    assert 0 < len(early[0][0].split()) < 10  # its share of the words, never all of them
+    voice.release.set()
+    rest = [(text, speech.seconds) async for text, speech in speaker.drain()]
+    assert [s for _, s in rest] == pytest.approx([0.7, 0.4])
+    assert " ".join(t for t, _ in early + rest[:1]) == first  # every word once, in order
+    assert rest[1][0] == "And a second sentence."
+
+
+async def test_without_a_stream_model_every_sentence_is_whole():
+    voice = VoiceOnTheBench()
+    speaker = SentenceSpeaker(voice, model="whole")  # type: ignore[arg-type]
+    for sentence in ("First one.", "Second one here."):
+        speaker.add(sentence)
+    got = [(text, speech.seconds) async for text, speech in speaker.drain()]
+    assert got == [("First one.", pytest.approx(0.2)), ("Second one here.", pytest.approx(0.3))]
+    assert {model for model, _ in voice.calls} == {"whole"}

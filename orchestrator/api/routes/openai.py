@@ -595,6 +595,7 @@ async def audio_speech(
         text,
         OUTPUT_FORMATS[SPEECH_FORMATS[body.response_format]],
         model=settings.tts_model,
+        stream_model=settings.tts_stream_model,
         pace=body.speed,
         speaker=None,  # one voice: every OpenAI voice name is June's voice
         stream=True,

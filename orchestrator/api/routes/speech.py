@@ -184,6 +184,7 @@ async def speak_text(
         body.text,
         fmt,
         model=settings.tts_model,
+        stream_model=settings.tts_stream_model if body.stream else None,
         pace=body.pace,
         speaker=body.speaker,
         stream=body.stream,
@@ -209,10 +210,14 @@ async def synthesis(
     pace: float | None,
     speaker: int | None,
     stream: bool,
+    stream_model: str | None = None,
 ) -> Response:
-    """``text`` spoken in ``fmt``: whole, or (``stream``) each sentence as soon as it is made."""
+    """``text`` spoken in ``fmt``: whole, or (``stream``) each sentence as soon as it is made
+    (the first sentence's first ~0.3 s sooner still, with ``stream_model``)."""
     start = time.perf_counter()
-    sentences = speak(triton, text, model=model, pace=pace, speaker=speaker)
+    sentences = speak(
+        triton, text, model=model, stream_model=stream_model, pace=pace, speaker=speaker
+    )
     first = await anext(sentences, None)
     if first is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _NOTHING_TO_SAY)
