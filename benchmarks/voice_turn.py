@@ -12,11 +12,12 @@ machine, in the same run:
 - **June before**: the whole stack over real HTTP (``POST /v1/voice``, ``stream=true``)
   with fp32 Whisper graphs, Whisper's fixed 30 s window, the LLM at the same CPU
   priority as speech and no warm system prompt: the settings June had;
-- **June now, but no warm system prompt**: the defaults except ``llm_warm_system_prompt`` 0,
-  which shows what pre-filling the system prompt while idle is worth on its own;
+- **June now, but the first sentence whole**: the defaults except
+  ``tts_stream_first_sentence`` off, which shows what streaming the first sentence's audio
+  (its first 0.3 s sent before the rest is decoded) is worth on its own;
 - **June now**: the defaults: adaptive window, int8 decoder (fp32 encoder), the LLM at
-  nice 10 with its system prompt pre-filled, and (in every June mode, as the code now
-  runs) the VAD trim and focused sources.
+  nice 10 with its system prompt pre-filled, the first sentence streamed, and (in every
+  June mode, as the code now runs) the VAD trim and focused sources.
 
 Each June mode runs its own tritonserver (the embedded defaults: Whisper base, MiniLM,
 SmolLM2-135M int4, Piper) and orchestrator under uvicorn, on loopback, all started first
@@ -64,8 +65,8 @@ STAGES = (
 )
 BASELINE = "hand-built: faster-whisper + llama.cpp + piper (baseline)"
 FULL = "June before: fp32 Whisper, full 30 s window, LLM at equal CPU priority"
-COLD = "June now, but no warm system prompt"
-ADAPTIVE = "June now: adaptive window, int8 decoder, VAD trim, LLM at nice 10, warm system prompt"
+WHOLE = "June now, but the first sentence synthesised whole"
+ADAPTIVE = "June now: adaptive window, int8 decoder, VAD trim, LLM at nice 10, warm system prompt, first sentence streamed"
 _SENTENCE_END = re.compile(r"[.!?](\s|$)")
 
 
@@ -217,11 +218,13 @@ def start_june(
     port: int = 28380,
     *,
     slot: int = 0,
+    **settings: object,
 ) -> str:
-    """tritonserver on ``repo`` and the orchestrator under uvicorn, on loopback, until
-    ``stack`` closes; returns the orchestrator's URL. Stacks side by side take different
-    ``slot``s (their own ports and Triton runtime folder). The model doctor's idle probes
-    are off: they would be traffic of their own beside the measured stack."""
+    """tritonserver on ``repo`` and the orchestrator under uvicorn (with ``settings``), on
+    loopback, until ``stack`` closes; returns the orchestrator's URL. Stacks side by side
+    take different ``slot``s (their own ports and Triton runtime folder). The model
+    doctor's idle probes are off: they would be traffic of their own beside the measured
+    stack."""
     import uvicorn
 
     from orchestrator.api.app import create_app
@@ -243,6 +246,7 @@ def start_june(
         rate_limit_per_minute=10_000,
         health_probe_interval_s=3600,
         port=port,
+        **settings,
     )
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
@@ -289,12 +293,12 @@ def run_benchmark(
         nice = PROFILE_DEFAULTS["cpu"]["llm_nice"]
         warm = PROFILE_DEFAULTS["cpu"]["llm_warm_system_prompt"]
         modes = (
-            (FULL, "30", "fp32", "0", "0"),
-            (COLD, adaptive, asr_precision, nice, "0"),
-            (ADAPTIVE, adaptive, asr_precision, nice, warm),
+            (FULL, "30", "fp32", "0", "0", False),
+            (WHOLE, adaptive, asr_precision, nice, warm, False),
+            (ADAPTIVE, adaptive, asr_precision, nice, warm, True),
         )
         clients: dict[str, httpx.Client] = {}
-        for slot, (mode, floor, precision, llm_nice, warm_prompt) in enumerate(modes):
+        for slot, (mode, floor, precision, llm_nice, warm_prompt, stream) in enumerate(modes):
             repo = build_repository(
                 profile="cpu",
                 out=runtime_dir / f"repo-{slot}",
@@ -308,7 +312,9 @@ def run_benchmark(
                     "llm_warm_system_prompt": warm_prompt,
                 },
             )
-            url = start_june(stack, repo, runtime_dir, database_url, slot=slot)
+            url = start_june(
+                stack, repo, runtime_dir, database_url, slot=slot, tts_stream_first_sentence=stream
+            )
             # the user's document is stored once, in the database all stacks share
             clients[mode] = june_client(stack, url, key, DOCUMENT if slot == 0 else None)
         if pipeline:
