@@ -71,6 +71,7 @@ class _Synthesis:
 
     sentence: str
     estimate_s: float  # how long it should take to say: shares its words among the pieces
+    streamed: bool = False
     pieces: list[Speech] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a piece, since cleared
     task: asyncio.Task[None] | None = None
@@ -136,22 +137,30 @@ class SentenceSpeaker:
             self._waiting.append(sentence)
             self._fill()
 
-    def _fill(self) -> None:
+    def _fill(self, _: object = None) -> None:
+        """Start waiting sentences, up to ``ahead``; none while the streamed one runs: in its
+        own model process it would share the cores with them, and all would finish later
+        (measured: the reply's last byte 0.1 s later). It is short, and the sentence after it
+        still finishes long before its audio has played."""
         while self._waiting and len(self._running) < self.ahead:
+            if any(s.streamed and s.task and not s.task.done() for s in self._running):
+                return
             sentence = self._waiting.pop(0)
             estimate = max(spoken_seconds(sentence, self.pace or 1.0), 0.1)
-            synthesis = _Synthesis(sentence, estimate)
             streamed = self.stream_model is not None and self._started == 0
-            synthesis.task = asyncio.create_task(self._synthesise(synthesis, streamed))
+            synthesis = _Synthesis(sentence, estimate, streamed=streamed)
+            synthesis.task = asyncio.create_task(self._synthesise(synthesis))
+            if streamed:
+                synthesis.task.add_done_callback(self._fill)
             self._running.append(synthesis)
             self._started += 1
 
-    async def _synthesise(self, synthesis: _Synthesis, streamed: bool) -> None:
+    async def _synthesise(self, synthesis: _Synthesis) -> None:
         """One sentence, in its own task (its span is current there only)."""
         sentence = synthesis.sentence
-        attributes = {"june.characters": len(sentence), "june.streamed": streamed}
+        attributes = {"june.characters": len(sentence), "june.streamed": synthesis.streamed}
         with tracing.stage("synthesise", self.parent, **attributes):
-            if streamed and self.stream_model is not None:
+            if synthesis.streamed and self.stream_model is not None:
                 async for piece in self.triton.synthesize_stream(
                     sentence,
                     pace=self.pace,

@@ -127,10 +127,13 @@ async def test_first_sentence_streams_and_shares_its_words_among_its_pieces():
     speaker.add("And a second sentence.")
     await asyncio.sleep(0.01)
     early = [(text, speech.seconds) async for text, speech in speaker.ready()]
-    assert voice.calls == [("streamed", first), ("whole", "And a second sentence.")]
     assert len(early) == 1 and early[0][1] == pytest.approx(0.3)  # before the rest exists
     assert 0 < len(early[0][0].split()) < 10  # its share of the words, never all of them
+    # the next sentence waits for the streamed one, not to share the cores with it
+    assert voice.calls == [("streamed", first)]
     voice.release.set()
+    await asyncio.sleep(0.01)
+    assert voice.calls == [("streamed", first), ("whole", "And a second sentence.")]
     rest = [(text, speech.seconds) async for text, speech in speaker.drain()]
     assert [s for _, s in rest] == pytest.approx([0.7, 0.4])
     assert " ".join(t for t, _ in early + rest[:1]) == first  # every word once, in order
