@@ -24,7 +24,9 @@ SmolLM2-135M int4, Piper) and orchestrator under uvicorn, on loopback, all start
 and sharing one new embedded Postgres + pgvector; each run starts a new conversation.
 The modes take turns, run by run (hand-built, then each June mode), so a slower minute
 of a shared machine falls on all of them rather than on one mode's block of runs. Only
-the stack being measured has traffic: the others sit idle, their health probes off.
+the stack being measured has traffic: the others sit idle, their health probes off, and
+each June turn starts a second after the turn before it, once that stack's LLM has
+pre-filled its system prompt again.
 Reported: time to the first audio byte and to the last byte (median of ``runs``), the
 ratios the goals name, and the server's per-stage timings. The hand-built pipeline needs
 the ``bench`` extra (llama-cpp-python). Run with ``june bench voice-turn``.
@@ -63,6 +65,9 @@ STAGES = (
     "generate",
     "synthesise",
 )
+# Pause before each June turn: a stack with the warm system prompt pre-fills it again once
+# its turn is done, and that must not land on the next mode's transcription.
+SETTLE_S = 1.0
 BASELINE = "hand-built: faster-whisper + llama.cpp + piper (baseline)"
 FULL = "June before: fp32 Whisper, full 30 s window, LLM at equal CPU priority"
 WHOLE = "June now, but the first sentence synthesised whole"
@@ -331,6 +336,7 @@ def run_benchmark(
                     "hand-built, run %d: first audio %.2f s", i + 1, baseline.first_audio_s[-1]
                 )
             for mode, client in clients.items():
+                time.sleep(SETTLE_S)  # the stack before may still pre-fill its system prompt
                 streamed_turn(client, wav, times[mode])
                 log.info(
                     "%s, run %d: first audio %.2f s", mode, i + 1, times[mode].first_audio_s[-1]
