@@ -71,6 +71,7 @@ class _Synthesis:
 
     sentence: str
     estimate_s: float  # how long it should take to say: shares its words among the pieces
+    first: bool = False  # the reply's first sentence: it runs alone
     streamed: bool = False
     pieces: list[Speech] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a piece, since cleared
@@ -138,19 +139,22 @@ class SentenceSpeaker:
             self._fill()
 
     def _fill(self, _: object = None) -> None:
-        """Start waiting sentences, up to ``ahead``; none while the streamed one runs: in its
-        own model process it would share the cores with them, and all would finish later
-        (measured: the reply's last byte 0.1 s later). It is short, and the sentence after it
-        still finishes long before its audio has played."""
+        """Start waiting sentences, up to ``ahead``, but none beside the first: a sentence
+        sent beside it may reach the voice model before it (Triton's ensemble does not keep
+        the order: 3 times in 10 here, delaying the first audio by a whole sentence), and the
+        streamed voice is its own model process, which would share the cores with them (the
+        reply's last byte came 0.1 s later). The first sentence is short to wait for, and
+        the next is still ready long before its audio has played."""
         while self._waiting and len(self._running) < self.ahead:
-            if any(s.streamed and s.task and not s.task.done() for s in self._running):
+            if any(s.first and s.task and not s.task.done() for s in self._running):
                 return
             sentence = self._waiting.pop(0)
             estimate = max(spoken_seconds(sentence, self.pace or 1.0), 0.1)
-            streamed = self.stream_model is not None and self._started == 0
-            synthesis = _Synthesis(sentence, estimate, streamed=streamed)
+            first = self._started == 0
+            streamed = first and self.stream_model is not None
+            synthesis = _Synthesis(sentence, estimate, first=first, streamed=streamed)
             synthesis.task = asyncio.create_task(self._synthesise(synthesis))
-            if streamed:
+            if first:
                 synthesis.task.add_done_callback(self._fill)
             self._running.append(synthesis)
             self._started += 1

@@ -129,7 +129,7 @@ async def test_first_sentence_streams_and_shares_its_words_among_its_pieces():
     early = [(text, speech.seconds) async for text, speech in speaker.ready()]
     assert len(early) == 1 and early[0][1] == pytest.approx(0.3)  # before the rest exists
     assert 0 < len(early[0][0].split()) < 10  # its share of the words, never all of them
-    # the next sentence waits for the streamed one, not to share the cores with it
+    # the next sentence waits for the first: beside it, it could overtake it
     assert voice.calls == [("streamed", first)]
     voice.release.set()
     await asyncio.sleep(0.01)
@@ -148,3 +148,27 @@ async def test_without_a_stream_model_every_sentence_is_whole():
     got = [(text, speech.seconds) async for text, speech in speaker.drain()]
     assert got == [("First one.", pytest.approx(0.2)), ("Second one here.", pytest.approx(0.3))]
     assert {model for model, _ in voice.calls} == {"whole"}
+
+
+async def test_the_first_sentence_runs_alone_even_whole():
+    """Sent beside the first sentence, the second can reach the voice model first (Triton's
+    ensemble does not keep the order) and delay the first audio: it waits instead."""
+    voice = VoiceOnTheBench()
+    whole = voice.synthesize
+
+    async def held_first(text: str, **kwargs: object) -> Speech:
+        if not voice.calls:
+            voice.calls.append(("held", text))
+            await voice.release.wait()
+            return Speech(np.zeros(1000, np.float32), 10_000)
+        return await whole(text, **kwargs)
+
+    voice.synthesize = held_first  # type: ignore[method-assign]
+    speaker = SentenceSpeaker(voice, model="whole", ahead=3)  # type: ignore[arg-type]
+    for sentence in ("First.", "Second.", "Third."):
+        speaker.add(sentence)
+    await asyncio.sleep(0.01)
+    assert [text for _, text in voice.calls] == ["First."]
+    voice.release.set()
+    assert [text async for text, _ in speaker.drain()] == ["First.", "Second.", "Third."]
+    assert [text for _, text in voice.calls] == ["First.", "Second.", "Third."]
