@@ -75,7 +75,14 @@ class ModelDoctor:
         self.server = server
         self.repository = settings.model_repository
         self.interval = settings.health_probe_interval_s
-        self.pipelines = ("vad", "asr", settings.embed_model, "llm", settings.tts_model)
+        self.pipelines = (
+            "vad",
+            "asr",
+            settings.embed_model,
+            "llm",
+            settings.tts_model,
+            *([settings.tts_stream_model] if settings.tts_stream_model else []),
+        )
         self.health = {p: PipelineHealth() for p in self.pipelines}
         # what each pipeline runs, read once from the repository's configs
         self.steps = {p: composing_models(self.repository, p) for p in self.pipelines}
@@ -183,6 +190,9 @@ class ModelDoctor:
                 {"role": "user", "content": "Hi"},
             ]
             async for _ in self.gateway.chat_stream(probe, max_tokens=1, deadline=deadline):
+                pass
+        elif pipeline == self.settings.tts_stream_model:  # decoupled: called as a stream
+            async for _ in self.gateway.synthesize_stream("Hi.", model=pipeline, deadline=deadline):
                 pass
         elif pipeline.startswith("tts"):
             await self.gateway.synthesize("Hi.", model=pipeline, deadline=deadline)

@@ -41,7 +41,7 @@ def test_health_reports_both_up(client):
     assert r.status_code == 200
     body = r.json()
     assert (body["status"], body["triton"], body["database"]) == ("ok", "up", "up")
-    assert set(body["models"]) == {"vad", "embed", "asr", "llm", "tts_piper"}
+    assert set(body["models"]) == {"vad", "embed", "asr", "llm", "tts_piper", "tts_piper_stream"}
     assert set(body["models"].values()) == {"up"}
 
 

@@ -63,16 +63,20 @@ def healing(model_repo, tmp_path, database_url):
     server.stop()
 
 
-@pytest.mark.parametrize("model", ["llm", "asr_whisper"])
+@pytest.mark.parametrize("model", ["llm", "asr_whisper", "tts_piper_vits_stream"])
 def test_a_killed_model_backend_fails_cleanly_then_heals(healing, database_url, model):
     live, triton = healing
     key = make_key(database_url, f"heal-{uuid.uuid4().hex[:8]}")
     client = httpx.Client(base_url=live.url, headers=bearer(key), timeout=60)
     question = piper_wav("Please tell me a long story about the sea and the ships on it.")
 
+    story = " ".join(["The ships sailed on across the wide grey sea, far from home."] * 6)
+
     def ask() -> httpx.Response:
         if model == "llm":
             return client.post("/v1/chat", json={"text": "Tell me a long story about the sea."})
+        if model == "tts_piper_vits_stream":  # the streamed voice speaks the first sentence
+            return client.post("/v1/speak", json={"text": story, "stream": True})
         return client.post("/v1/transcribe", files={"file": ("q.wav", question)})
 
     assert ask().status_code == 200

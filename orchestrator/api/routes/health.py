@@ -20,8 +20,9 @@ router = APIRouter(tags=["ops"])
 async def health(request: Request, triton: TritonDep, settings: SettingsDep) -> JSONResponse:
     """Triton readiness, each pipeline's last real answer (the model doctor probes them),
     and a database round trip. Fast by design: it never waits on a model."""
-    triton_up = await triton.ready(("vad", "asr", settings.embed_model, "llm", settings.tts_model))
-    models = request.app.state.doctor.report()
+    doctor = request.app.state.doctor
+    triton_up = await triton.ready(doctor.pipelines)
+    models = doctor.report()
     try:
         async with request.app.state.sessionmaker() as session:
             await session.execute(text("SELECT 1"))
