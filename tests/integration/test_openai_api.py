@@ -3,6 +3,7 @@ real uvicorn server, real Triton and real Postgres. Bounded: 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -81,10 +82,9 @@ def test_the_turns_system_prompt_is_reported_as_cached(sdk):
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": "Name a colour of the sea."},
     ]
-    first, again = (
-        sdk.chat.completions.create(model=LLM, messages=messages, max_tokens=12, temperature=0)
-        for _ in range(2)
-    )
+    first = sdk.chat.completions.create(model=LLM, messages=messages, max_tokens=12, temperature=0)
+    time.sleep(0.5)  # idle: the engine lets the first request go and pre-fills the prompt
+    again = sdk.chat.completions.create(model=LLM, messages=messages, max_tokens=12, temperature=0)
     cached = again.usage.prompt_tokens_details.cached_tokens
     assert 16 <= cached < again.usage.prompt_tokens == first.usage.prompt_tokens, again.usage
     assert again.choices[0].message.content == first.choices[0].message.content

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -23,10 +24,17 @@ from orchestrator.audio import (
 )
 from orchestrator.auth import Principal
 from orchestrator.config import Settings
-from orchestrator.triton.client import Speech, TritonGateway
+from orchestrator.triton.client import (
+    ModelRequestError,
+    Speech,
+    TritonGateway,
+    TritonInferenceError,
+    TritonUnavailable,
+)
 from orchestrator.tts import check_length, speak
 from orchestrator.turn import TurnService
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["speech"])
 
 _ERRORS = {code: {"model": ErrorOut} for code in (400, 413, 415, 422, 502, 503)}
@@ -227,10 +235,16 @@ async def synthesis(
     if stream:
 
         async def chunks() -> AsyncIterator[bytes]:
+            """The audio as it is made. The status went out with the first piece, so a
+            synthesis that fails after it ends the audio there, as a whole file (logged),
+            instead of dropping the connection mid-file."""
             try:
                 yield await run_in_threadpool(encoder.write, first.audio)
-                async for speech in sentences:
-                    yield await run_in_threadpool(encoder.write, speech.audio)
+                try:
+                    async for speech in sentences:
+                        yield await run_in_threadpool(encoder.write, speech.audio)
+                except (TritonUnavailable, TritonInferenceError, ModelRequestError) as exc:
+                    log.warning("streamed speech cut short after it started: %s", exc)
                 yield encoder.close()
             finally:
                 await sentences.aclose()
