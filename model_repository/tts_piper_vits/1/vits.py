@@ -77,13 +77,13 @@ class VitsVoice:
         ``first_frames`` frames come as a piece of their own before the rest is decoded."""
         if int(lengths.sum()) != ids.size or (lengths <= 0).any():
             raise ValueError("SENTENCE_LENGTHS do not add up to PHONEME_IDS")
+        speaker_feed = (
+            {"sid": np.array([max(speaker, 0)], dtype=np.int64)} if self.multi_speaker else {}
+        )
         start = 0
         for n, length in enumerate(lengths.tolist()):
             row = ids[start : start + length][None]
             start += length
-            speaker_feed = (
-                {"sid": np.array([max(speaker, 0)], dtype=np.int64)} if self.multi_speaker else {}
-            )
             latent = self.front.run(
                 None,
                 {
