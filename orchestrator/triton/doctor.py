@@ -40,6 +40,10 @@ log = logging.getLogger("june.doctor")
 
 _STEP_MODEL = re.compile(r'model_name:\s*"([^"]+)"')
 RETRY_DOWN_S = 2.0  # how soon a pipeline found down is probed again
+# For this long after a reload, a call's report of a dead model is checked with a probe
+# first: calls sent while the model was reloading can still reach the old, dead instance
+# and fail after the reload (a dead stub takes Triton about 1 s to notice).
+CONFIRM_AFTER_RELOAD_S = 10.0
 
 
 def composing_models(repository: Path, pipeline: str) -> list[str]:
@@ -87,6 +91,7 @@ class ModelDoctor:
         # what each pipeline runs, read once from the repository's configs
         self.steps = {p: composing_models(self.repository, p) for p in self.pipelines}
         self._suspects: set[str] = set()
+        self._reloaded_at: dict[str, float] = {}  # model -> monotonic time of its last reload
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._healing = asyncio.Lock()
@@ -141,7 +146,12 @@ class ModelDoctor:
             return
         suspects, self._suspects = self._suspects, set()
         for model in suspects:
-            await self.heal(model, why="its backend process died")
+            pipeline = self._pipelines_with(model)[0]
+            recent = time.monotonic() - self._reloaded_at.get(model, NEVER)
+            if recent < CONFIRM_AFTER_RELOAD_S and pipeline in self.health:
+                await self.probe(pipeline)  # reloads it only if the probe finds it dead
+            else:
+                await self.heal(model, why="its backend process died")
         now = time.monotonic()
         for pipeline in self.pipelines:
             last_ok = self.gateway.last_ok.get(pipeline, NEVER)
@@ -225,6 +235,11 @@ class ModelDoctor:
                 return
             metrics.MODEL_RECOVERIES.labels(model=model, action="reload").inc()
             log.warning("model %s reloaded", model)
+            # Calls that found the old instance dead before now (the probe's own, most often)
+            # are answered by this reload: healing them again would reload the new instance
+            # and fail the requests it has just taken.
+            self._suspects.difference_update({model, *targets})
+            self._reloaded_at.update(dict.fromkeys({model, *targets}, time.monotonic()))
             for pipeline in pipelines:
                 await self.probe(pipeline)
 

@@ -218,3 +218,55 @@ async def test_a_pipeline_found_down_is_probed_again_soon(tmp_path):
     finally:
         await doctor.stop()
         await gateway.close()
+
+
+async def test_a_death_found_by_the_probe_is_healed_once(tmp_path):
+    """The probe's failed call also reports the dead model to the doctor (as every call
+    does), and calls sent during the reload can still fail on the old instance after it.
+    One reload answers them: a second would reload the fresh instance and fail the requests
+    it has just taken."""
+    from orchestrator.config import Settings
+    from orchestrator.triton.client import ModelUnhealthy, TritonGateway
+    from orchestrator.triton.doctor import ModelDoctor
+
+    (tmp_path / "llm" / "1").mkdir(parents=True)
+    (tmp_path / "llm" / "config.pbtxt").write_text('backend: "python"\n')
+    settings = Settings(_env_file=None, model_repository=tmp_path, health_probe_interval_s=3600)
+    gateway = TritonGateway("127.0.0.1:1")
+    doctor = ModelDoctor(gateway, settings)
+    doctor.pipelines = ("llm",)
+    doctor.health = {"llm": doctor.health["llm"]}
+    gateway.on_unhealthy = doctor.suspect
+    dead = True
+    loads: list[str] = []
+
+    async def chat_stream(messages, **kwargs):
+        if dead:  # what the gateway does with "Stub process 'llm_0_0' is not healthy."
+            gateway.on_unhealthy("llm")
+            raise ModelUnhealthy("Triton model 'llm' is restarting", "llm")
+        yield "Hi"
+
+    async def load_model(model, timeout_s=120.0):
+        nonlocal dead
+        loads.append(model)
+        dead = False
+
+    gateway.chat_stream = chat_stream  # type: ignore[method-assign]
+    gateway.load_model = load_model  # type: ignore[method-assign]
+    try:
+        await doctor.round()  # the probe finds it dead, and it is reloaded
+        await doctor.round()  # the suspicion it raised was answered by that reload
+        assert loads == ["llm"]
+        assert doctor.report() == {"llm": "up"}
+        # a call sent during the reload reached the old instance and failed after it
+        doctor.suspect("llm")
+        await doctor.round()
+        assert loads == ["llm"], "a healthy, just-reloaded model was reloaded again"
+        dead = True  # a new death, reported by a user's call, is healed again
+        with pytest.raises(ModelUnhealthy):
+            async for _ in chat_stream([]):
+                pass
+        await doctor.round()
+        assert loads == ["llm", "llm"]
+    finally:
+        await gateway.close()
