@@ -35,6 +35,15 @@ def stub_of(triton_pid: int, model: str) -> psutil.Process:
     raise LookupError(f"no stub for {model}")
 
 
+def recovered(client: httpx.Client) -> dict[str, float]:
+    """``june_model_recoveries_total``, by its labels."""
+    return {
+        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("june_model_recoveries_total{")
+    }
+
+
 def wait_until(predicate, timeout_s: float) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
@@ -80,6 +89,7 @@ def test_a_killed_model_backend_fails_cleanly_then_heals(healing, database_url, 
         return client.post("/v1/transcribe", files={"file": ("q.wav", question)})
 
     assert ask().status_code == 200
+    before = recovered(client)  # the counters are process-wide: earlier tests' count too
     import threading
 
     results: list[httpx.Response] = []
@@ -95,11 +105,16 @@ def test_a_killed_model_backend_fails_cleanly_then_heals(healing, database_url, 
         assert failed.headers["retry-after"]
     healed = wait_until(lambda: ask().status_code == 200, 60)
     health = wait_until(lambda: client.get("/health").status_code == 200, 30)
-    metrics = client.get("/metrics").text
-    assert "june_model_recoveries_total" in metrics and 'action="reload"' in metrics
+    # June reloaded the model, or, when tritonserver itself aborted (its python backend can
+    # throw boost's lock_exception when a stub dies mid-stream), restarted tritonserver
+    after = recovered(client)
+    recoveries = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
+    assert sum(recoveries.values()) >= 1, recoveries
+    assert all('action="reload"' in k or 'action="restart"' in k for k in recoveries)
     log.info(
-        "%s: answered again %.1f s after the kill; healthy after %.1f s", model, healed, health
-    )
+        "%s: answered again %.1f s after the kill; healthy after %.1f s; recoveries %s",
+        model, healed, health, recoveries,
+    )  # fmt: skip
 
 
 def june(*args: str, env: dict[str, str], **kw) -> subprocess.Popen:
