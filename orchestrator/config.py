@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         description="How often each pipeline is probed with a real request when idle; a "
         "pipeline that fails its probe is reloaded through Triton's model-control API.",
     )
+    stream_stall_check_s: float = Field(
+        3.0,
+        gt=0,
+        description="A streamed reply (LLM, streamed voice) that has sent nothing for this "
+        "long has its model probed at once: a backend that died mid-stream never answers.",
+    )
 
     # --- admission: every stage has a concurrency budget and a bounded queue ----------
     asr_concurrency: int = Field(2, ge=1, description="ASR calls in flight at once.")

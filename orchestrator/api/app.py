@@ -77,6 +77,7 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
             settings.triton_grpc_url,
             timeout_s=settings.triton_request_timeout_s,
             admission=app.state.admission,
+            stall_s=settings.stream_stall_check_s,
         )
         app.state.doctor = ModelDoctor(
             app.state.triton,
@@ -84,6 +85,7 @@ def create_app(settings: Settings, *, triton_server: TritonServer | None = None)
             server=triton_server if settings.triton_restart else None,
         )
         app.state.triton.on_unhealthy = app.state.doctor.suspect
+        app.state.triton.on_doubt = app.state.doctor.doubt
         app.state.turns = TurnService(
             settings,
             app.state.triton,

@@ -155,7 +155,10 @@ class TritonGateway:
 
     Every call has a deadline (``timeout_s``, or the turn's ``deadline`` if sooner) and,
     with ``admission``, holds a slot of its stage while it runs. ``on_unhealthy(model)``
-    is told when a model's backend process has died, so it can be brought back.
+    is told when a model's backend process has died, so it can be brought back;
+    ``on_doubt(model)`` when a call gives reason to look at a model now: Triton did not
+    answer, or a stream sent nothing for ``stall_s`` (a backend that dies mid-stream
+    leaves its streams waiting, with no error).
     """
 
     def __init__(
@@ -165,11 +168,15 @@ class TritonGateway:
         timeout_s: float = 30.0,
         admission: Admission | None = None,
         on_unhealthy: Callable[[str], None] | None = None,
+        on_doubt: Callable[[str], None] | None = None,
+        stall_s: float = 3.0,
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.admission = admission
         self.on_unhealthy = on_unhealthy
+        self.on_doubt = on_doubt
+        self.stall_s = stall_s
         self.last_ok: dict[str, float] = {}  # model -> monotonic time of its last success
         self._inflight: dict[str, set[asyncio.Event]] = {}  # model -> its calls' breakers
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
@@ -230,6 +237,28 @@ class TritonGateway:
         if timeout <= 0:
             raise TritonUnavailable("the request ran out of time before the model was called")
         return timeout
+
+    def _doubt(self, model: str) -> None:
+        # the doctor's own probes never ask for one: it looks at what they find itself
+        if self.on_doubt is not None and not BYPASS_ADMISSION.get():
+            self.on_doubt(model)
+
+    async def _next(
+        self, model: str, broken: asyncio.Future, responses: AsyncIterator[T], timeout: float
+    ) -> T:
+        """A stream's next response within ``timeout``; if it takes longer than
+        ``stall_s``, the doctor is asked to look at the model meanwhile."""
+        waiting = asyncio.ensure_future(anext(responses))
+        if self.stall_s < timeout:
+            start = time.monotonic()
+            done, _ = await asyncio.wait(
+                {waiting, broken}, timeout=self.stall_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                log.info("no response from %s for %.1f s: asking for a look", model, self.stall_s)
+                self._doubt(model)
+            timeout -= time.monotonic() - start
+        return await self._race(model, broken, waiting, max(timeout, 0.001))
 
     def _failed(self, model: str, status: str, message: str) -> Exception:
         error = classify(model, status, message)
@@ -310,6 +339,7 @@ class TritonGateway:
             return self._failed(model, exc.status() or no_status, exc.message() or "")
         if isinstance(exc, grpc.RpcError | OSError):
             metrics.TRITON_ERRORS.labels(model=model, kind="unavailable").inc()
+            self._doubt(model)  # tritonserver itself may have died
             return TritonUnavailable(f"Triton at {self.url} is unreachable")
         return exc
 
@@ -457,7 +487,6 @@ class TritonGateway:
                         )
         finally:
             span.end()
-        self.last_ok[model] = time.monotonic()
 
     async def chat_stream(
         self,
@@ -504,7 +533,6 @@ class TritonGateway:
                         chunk = replace(chunk, finish_reason="length")
                 if delta or reasoning or chunk.finish_reason:
                     yield replace(chunk, delta=delta, reasoning=reasoning)
-        self.last_ok[model] = time.monotonic()
 
     async def model_parameters(self, model: str) -> dict[str, str]:
         """A served model's config parameters (read once): the LLM's ``thinking`` and
@@ -638,7 +666,7 @@ class TritonGateway:
                     if remaining <= 0:
                         raise TimeoutError
                     try:
-                        result, error = await self._race(model, broken, anext(responses), remaining)
+                        result, error = await self._next(model, broken, responses, remaining)
                     except StopAsyncIteration:
                         return
                     if error is not None:
@@ -652,6 +680,7 @@ class TritonGateway:
                         if isinstance(failure, ModelRequestError):
                             raise refused(str(failure)) from None
                         raise failure
+                    self.last_ok[model] = time.monotonic()  # alive: it answered
                     response = result.get_response()
                     final = (
                         "triton_final_response" in response.parameters

@@ -91,6 +91,8 @@ class ModelDoctor:
         # what each pipeline runs, read once from the repository's configs
         self.steps = {p: composing_models(self.repository, p) for p in self.pipelines}
         self._suspects: set[str] = set()
+        # models to probe now (a stalled stream, no answer), with when the doubt came
+        self._doubts: dict[str, float] = {}
         self._reloaded_at: dict[str, float] = {}  # model -> monotonic time of its last reload
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -111,6 +113,13 @@ class ModelDoctor:
         """A call found ``model``'s backend dead: heal it now, not at the next probe."""
         self._suspects.add(model)
         self._wake.set()
+
+    def doubt(self, model: str) -> None:
+        """A call gave reason to look at ``model`` (it stalled, or Triton did not answer):
+        probe it now, not at the next idle probe."""
+        if model not in self._doubts:
+            self._doubts[model] = time.monotonic()
+            self._wake.set()
 
     # --- what /health shows --------------------------------------------------------------
 
@@ -152,10 +161,18 @@ class ModelDoctor:
                 await self.probe(pipeline)  # reloads it only if the probe finds it dead
             else:
                 await self.heal(model, why="its backend process died")
+        # a doubt is answered by any response of that model since (a busy model, not a dead one)
+        doubts, self._doubts = self._doubts, {}
+        doubted = {
+            pipeline
+            for model, since in doubts.items()
+            if (pipeline := self._pipelines_with(model)[0]) in self.health
+            and self.gateway.last_ok.get(pipeline, NEVER) < since
+        }
         now = time.monotonic()
         for pipeline in self.pipelines:
             last_ok = self.gateway.last_ok.get(pipeline, NEVER)
-            if now - last_ok < self.interval and pipeline not in suspects:
+            if now - last_ok < self.interval and pipeline not in suspects | doubted:
                 self._mark(pipeline, True, "")
                 continue
             await self.probe(pipeline)

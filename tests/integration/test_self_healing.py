@@ -60,7 +60,9 @@ def healing(model_repo, tmp_path, database_url):
     settings = settings_for(
         server,
         database_url,
-        health_probe_interval_s=2,
+        # no idle probes: the doctor must hear of a death from the calls themselves (an
+        # error, or a stream that stalls for stream_stall_check_s)
+        health_probe_interval_s=3600,
         triton_request_timeout_s=20,
         turn_deadline_s=30,
         rate_limit_per_minute=100_000,
@@ -103,6 +105,8 @@ def test_a_killed_model_backend_fails_cleanly_then_heals(healing, database_url, 
     if failed.status_code != 200:  # the turn was cut: a clean, retryable failure
         assert failed.status_code == 503, failed.text
         assert failed.headers["retry-after"]
+        # failed because the death was found, not left to run out its deadline
+        assert "restarting" in failed.text or "unreachable" in failed.text, failed.text
     healed = wait_until(lambda: ask().status_code == 200, 60)
     health = wait_until(lambda: client.get("/health").status_code == 200, 30)
     # June reloaded the model, or, when tritonserver itself aborted (its python backend can

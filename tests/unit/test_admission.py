@@ -270,3 +270,79 @@ async def test_a_death_found_by_the_probe_is_healed_once(tmp_path):
         assert loads == ["llm", "llm"]
     finally:
         await gateway.close()
+
+
+async def test_a_stalled_stream_asks_the_doctor_to_look_and_keeps_waiting():
+    """A backend that dies mid-stream never answers its streams: one that has sent nothing
+    for ``stall_s`` asks for a look (once per wait) and still gets its late response; a
+    prompt stream and the doctor's own probe ask for none."""
+    from orchestrator.triton.client import BYPASS_ADMISSION, TritonGateway
+
+    doubted: list[str] = []
+    gateway = TritonGateway("127.0.0.1:1", on_doubt=doubted.append, stall_s=0.05)
+
+    async def responses(delay: float):
+        await asyncio.sleep(delay)
+        yield "late"
+
+    never = asyncio.get_running_loop().create_future()  # the breaker, not fired
+    try:
+        assert await gateway._next("llm", never, responses(0.15), 5.0) == "late"
+        assert doubted == ["llm"]
+        assert await gateway._next("llm", never, responses(0.0), 5.0) == "late"
+        assert doubted == ["llm"]
+
+        async def probe() -> str:
+            BYPASS_ADMISSION.set(True)
+            return await gateway._next("llm", never, responses(0.15), 5.0)
+
+        assert await asyncio.create_task(probe()) == "late"
+        assert doubted == ["llm"]
+        with pytest.raises(TimeoutError):  # the deadline still holds across the stall
+            await gateway._next("llm", never, responses(1.0), 0.1)
+    finally:
+        never.cancel()
+        await gateway.close()
+
+
+async def test_a_doubted_model_is_probed_unless_it_answered_since(tmp_path):
+    """A stalled stream's model is probed at once, and reloaded if found dead; a doubt
+    that a response of the model answered since (a busy model, not a dead one) costs no
+    probe."""
+    from orchestrator.config import Settings
+    from orchestrator.triton.client import ModelUnhealthy, TritonGateway
+    from orchestrator.triton.doctor import ModelDoctor
+
+    (tmp_path / "llm" / "1").mkdir(parents=True)
+    (tmp_path / "llm" / "config.pbtxt").write_text('backend: "python"\n')
+    settings = Settings(_env_file=None, model_repository=tmp_path, health_probe_interval_s=3600)
+    gateway = TritonGateway("127.0.0.1:1")
+    doctor = ModelDoctor(gateway, settings)
+    doctor.pipelines = ("llm",)
+    doctor.health = {"llm": doctor.health["llm"]}
+    probes: list[bool] = []
+    loads: list[str] = []
+
+    async def chat_stream(messages, **kwargs):
+        probes.append(True)
+        if not loads:
+            raise ModelUnhealthy("Triton model 'llm' is restarting", "llm")
+        yield "Hi"
+
+    async def load_model(model, timeout_s=120.0):
+        loads.append(model)
+
+    gateway.chat_stream = chat_stream  # type: ignore[method-assign]
+    gateway.load_model = load_model  # type: ignore[method-assign]
+    try:
+        gateway.last_ok["llm"] = time.monotonic()  # it answered a moment ago ...
+        doctor.doubt("llm")  # ... then a stream stalled
+        await doctor.round()
+        assert loads == ["llm"] and doctor.report() == {"llm": "up"}
+        probes.clear()
+        doctor.doubt("llm")
+        gateway.last_ok["llm"] = time.monotonic() + 1  # another stream's response came since
+        await doctor.round()
+        assert probes == [] and loads == ["llm"]
+    finally:
+        await gateway.close()
