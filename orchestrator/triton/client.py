@@ -255,7 +255,7 @@ class TritonGateway:
                 {waiting, broken}, timeout=self.stall_s, return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
-                log.info("no response from %s for %.1f s: asking for a look", model, self.stall_s)
+                log.debug("no response from %s for %.1f s: asking for a look", model, self.stall_s)
                 self._doubt(model)
             timeout -= time.monotonic() - start
         return await self._race(model, broken, waiting, max(timeout, 0.001))
