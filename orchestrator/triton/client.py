@@ -249,16 +249,22 @@ class TritonGateway:
         """A stream's next response within ``timeout``; if it takes longer than
         ``stall_s``, the doctor is asked to look at the model meanwhile."""
         waiting = asyncio.ensure_future(anext(responses))
-        if self.stall_s < timeout:
-            start = time.monotonic()
-            done, _ = await asyncio.wait(
-                {waiting, broken}, timeout=self.stall_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:
-                log.debug("no response from %s for %.1f s: asking for a look", model, self.stall_s)
-                self._doubt(model)
-            timeout -= time.monotonic() - start
-        return await self._race(model, broken, waiting, max(timeout, 0.001))
+        try:
+            if self.stall_s < timeout:
+                start = time.monotonic()
+                done, _ = await asyncio.wait(
+                    {waiting, broken}, timeout=self.stall_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    log.debug(
+                        "no response from %s for %.1fs: asking for a look", model, self.stall_s
+                    )
+                    self._doubt(model)
+                timeout -= time.monotonic() - start
+            return await self._race(model, broken, waiting, max(timeout, 0.001))
+        finally:
+            if not waiting.done():  # the caller left (or ran out of time) while it waited
+                waiting.cancel()
 
     def _failed(self, model: str, status: str, message: str) -> Exception:
         error = classify(model, status, message)

@@ -300,6 +300,23 @@ async def test_a_stalled_stream_asks_the_doctor_to_look_and_keeps_waiting():
         assert doubted == ["llm"]
         with pytest.raises(TimeoutError):  # the deadline still holds across the stall
             await gateway._next("llm", never, responses(1.0), 0.1)
+
+        cancelled = asyncio.Event()
+
+        async def hanging():
+            try:
+                await asyncio.sleep(10)
+                yield "never"
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        caller = asyncio.create_task(gateway._next("llm", never, hanging(), 5.0))
+        await asyncio.sleep(0.01)  # inside the stall wait
+        caller.cancel()  # the client left: the wait for the stream's response goes too
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.wait_for(cancelled.wait(), 1.0)
     finally:
         never.cancel()
         await gateway.close()
