@@ -220,13 +220,11 @@ async def test_a_pipeline_found_down_is_probed_again_soon(tmp_path):
         await gateway.close()
 
 
-async def test_a_death_found_by_the_probe_is_healed_once(tmp_path):
-    """The probe's failed call also reports the dead model to the doctor (as every call
-    does), and calls sent during the reload can still fail on the old instance after it.
-    One reload answers them: a second would reload the fresh instance and fail the requests
-    it has just taken."""
+def llm_doctor(tmp_path):
+    """A doctor looking after one pipeline, ``llm`` (a python model), with no idle probes;
+    its gateway's calls are the test's to replace."""
     from orchestrator.config import Settings
-    from orchestrator.triton.client import ModelUnhealthy, TritonGateway
+    from orchestrator.triton.client import TritonGateway
     from orchestrator.triton.doctor import ModelDoctor
 
     (tmp_path / "llm" / "1").mkdir(parents=True)
@@ -236,6 +234,17 @@ async def test_a_death_found_by_the_probe_is_healed_once(tmp_path):
     doctor = ModelDoctor(gateway, settings)
     doctor.pipelines = ("llm",)
     doctor.health = {"llm": doctor.health["llm"]}
+    return gateway, doctor
+
+
+async def test_a_death_found_by_the_probe_is_healed_once(tmp_path):
+    """The probe's failed call also reports the dead model to the doctor (as every call
+    does), and calls sent during the reload can still fail on the old instance after it.
+    One reload answers them: a second would reload the fresh instance and fail the requests
+    it has just taken."""
+    from orchestrator.triton.client import ModelUnhealthy
+
+    gateway, doctor = llm_doctor(tmp_path)
     gateway.on_unhealthy = doctor.suspect
     dead = True
     loads: list[str] = []
@@ -326,17 +335,9 @@ async def test_a_doubted_model_is_probed_unless_it_answered_since(tmp_path):
     """A stalled stream's model is probed at once, and reloaded if found dead; a doubt
     that a response of the model answered since (a busy model, not a dead one) costs no
     probe."""
-    from orchestrator.config import Settings
-    from orchestrator.triton.client import ModelUnhealthy, TritonGateway
-    from orchestrator.triton.doctor import ModelDoctor
+    from orchestrator.triton.client import ModelUnhealthy
 
-    (tmp_path / "llm" / "1").mkdir(parents=True)
-    (tmp_path / "llm" / "config.pbtxt").write_text('backend: "python"\n')
-    settings = Settings(_env_file=None, model_repository=tmp_path, health_probe_interval_s=3600)
-    gateway = TritonGateway("127.0.0.1:1")
-    doctor = ModelDoctor(gateway, settings)
-    doctor.pipelines = ("llm",)
-    doctor.health = {"llm": doctor.health["llm"]}
+    gateway, doctor = llm_doctor(tmp_path)
     probes: list[bool] = []
     loads: list[str] = []
 
