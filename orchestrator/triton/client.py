@@ -255,6 +255,8 @@ class TritonGateway:
                 done, _ = await asyncio.wait(
                     {waiting, broken}, timeout=self.stall_s, return_when=asyncio.FIRST_COMPLETED
                 )
+                if waiting in done:  # the usual case: no second wait per response
+                    return waiting.result()
                 if not done:
                     log.debug(
                         "no response from %s for %.1fs: asking for a look", model, self.stall_s
